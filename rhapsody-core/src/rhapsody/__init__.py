@@ -1,0 +1,60 @@
+"""RHAPSODY: Runtime for Heterogeneous APplications, Service Orchestration and DYnamism.
+
+Importing `rhapsody` is cheap: backends, sessions and platforms load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rhapsody.errors import (
+    BackendError,
+    ResourceError,
+    RhapsodyError,
+    SessionError,
+    TaskExecutionError,
+    TaskValidationError,
+)
+from rhapsody.plugins import discover_backends, get_backend
+from rhapsody.states import StateMapper, TasksMainStates
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from rhapsody.backends.base import BaseBackend, BaseExecutionBackend
+    from rhapsody.session import Session
+    from rhapsody.tasks import ComputeTask
+
+_LAZY = {
+    "Session": "rhapsody.session",
+    "ComputeTask": "rhapsody.tasks",
+    "BaseExecutionBackend": "rhapsody.backends.base",
+    "BaseBackend": "rhapsody.backends.base",
+}
+
+__all__ = [
+    "BackendError",
+    "BaseBackend",
+    "BaseExecutionBackend",
+    "ComputeTask",
+    "ResourceError",
+    "RhapsodyError",
+    "Session",
+    "SessionError",
+    "StateMapper",
+    "TaskExecutionError",
+    "TaskValidationError",
+    "TasksMainStates",
+    "__version__",
+    "discover_backends",
+    "get_backend",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rhapsody' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,563 @@
+"""`BaseExecutionBackend`: the one engine every backend plugs into.
+
+The engine owns callbacks, futures, lifecycle transitions, the dependency graph, resource
+slots, timeouts, retries, cancellation and shutdown. A backend subclass only translates
+"run this task" into its engine by implementing `_execute` (and, if it has an engine to start
+or stop, `_start` / `_stop`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+
+from rhapsody.errors import BackendError, TaskExecutionError
+from rhapsody.graph import Node, TaskGraph
+from rhapsody.resources import Allocation, ResourcePool
+from rhapsody.states import (
+    CANCELED,
+    DONE,
+    EXECUTING,
+    EXECUTING_PENDING,
+    FAILED,
+    FINAL_STATES,
+    SCHEDULING_PENDING,
+    TRANSITIONS,
+    IllegalTransitionError,
+    StateMapper,
+)
+from rhapsody.task import TaskDescription
+
+logger = logging.getLogger("rhapsody")
+
+Callback = Callable[[dict[str, Any], str], Any]
+
+INITIALIZED = "INITIALIZED"
+RUNNING = "RUNNING"
+SHUTDOWN = "SHUTDOWN"
+
+
+@attrs.define(slots=True)
+class Outcome:
+    """What one attempt of a task produced. Fields left None are not written to the task dict."""
+
+    ok: bool
+    reason: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    exit_code: int | None = None
+    return_value: Any = None
+    exception: BaseException | None = None
+    extra: dict[str, Any] | None = None
+
+    @classmethod
+    def failure(cls, reason: str, **fields: Any) -> Outcome:
+        return cls(False, reason, **fields)
+
+
+class ExecutionContext:
+    """What a backend's `_execute` gets besides the task: its slot, attempt and a start signal."""
+
+    __slots__ = ("_backend", "_node", "attempt", "cores", "gpu_ids", "uid")
+
+    def __init__(self, backend: BaseExecutionBackend, node: Node) -> None:
+        self._backend = backend
+        self._node = node
+        self.uid = node.uid
+        self.attempt = node.attempt
+        alloc: Allocation | None = node.alloc
+        self.cores = alloc.cores if alloc else node.desc.cores
+        self.gpu_ids: tuple[str, ...] = alloc.gpu_ids if alloc else ()
+
+    def started(self) -> None:
+        """Report that the task really started (moves it to EXECUTING). Loop thread only."""
+        self._backend._mark_running(self._node)
+
+    @property
+    def work_dir(self) -> Path:
+        """The backend's work directory (created on first use)."""
+        return self._backend._ensure_work_dir()
+
+
+class TaskFutures(list):  # type: ignore[type-arg]
+    """The futures of one submission, in submission order; also indexable by uid."""
+
+    def __init__(self, pairs: Iterable[tuple[str, asyncio.Future[Any]]] = ()) -> None:
+        pairs = list(pairs)
+        super().__init__(f for _, f in pairs)
+        self._by_uid = dict(pairs)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return self._by_uid[key]
+        return super().__getitem__(key)
+
+    def keys(self) -> Iterator[str]:
+        return iter(self._by_uid)
+
+    def items(self) -> Iterator[tuple[str, asyncio.Future[Any]]]:
+        return iter(self._by_uid.items())
+
+    def get(self, uid: str, default: Any = None) -> Any:
+        return self._by_uid.get(uid, default)
+
+
+class BaseExecutionBackend:
+    """Base class of every backend (`BaseBackend` is the same class).
+
+    Subclasses implement `_execute(task, ctx) -> Outcome` (async, or plain for backends whose
+    launches complete at once) and may override `_start`, `_stop`, `_check_task`.
+    """
+
+    backend_name: ClassVar[str] = "base"
+    supports_implicit_data_linking: ClassVar[bool] = False
+    supports_explicit_data_linking: ClassVar[bool] = False
+    #: seconds `shutdown()` waits for running tasks to wind down after cancelling them
+    shutdown_grace: float = 10.0
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        work_dir: str | os.PathLike[str] | None = None,
+        resources: ResourcePool | None = None,
+    ) -> None:
+        self.name = name or self.backend_name
+        self.attached_to: list[Any] = []
+        self._work_dir = Path(work_dir) if work_dir is not None else None
+        self._pool = resources
+        self._callbacks: list[Callback] = []
+        self._graph = TaskGraph()
+        self._queues: dict[tuple[int, int], deque[Node]] = {}
+        self._scheduling = False
+        self._reschedule = False
+        self._status = INITIALIZED
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._start_lock: asyncio.Lock | None = None
+        self._sync_execute = not inspect.iscoroutinefunction(self._execute)
+
+    # -- what subclasses implement ---------------------------------------------------------------
+    async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
+        """Run one attempt of `task`. Call `ctx.started()` once it really runs. Task failures are
+        returned as `Outcome.failure`; exceptions mean the backend itself broke. On cancellation
+        (CancelledError) release whatever the attempt holds (processes, remote futures)."""
+        raise NotImplementedError
+
+    async def _start(self) -> None:
+        """Start the engine (cluster, pilot, pools). Called once, on the caller's loop."""
+
+    async def _stop(self) -> None:
+        """Stop the engine after every task has been cancelled; leave no process behind."""
+
+    def _check_task(self, task: TaskDescription) -> None:
+        """Reject at submit what this backend can never run (default: resources too large)."""
+        if self._pool is not None:
+            self._pool.check_request(task.uid, task.cores, task.gpus)
+
+    # -- public API ----------------------------------------------------------------------------
+    def __await__(self) -> Generator[Any, None, BaseExecutionBackend]:
+        return self._ensure_started().__await__()
+
+    async def __aenter__(self) -> BaseExecutionBackend:
+        return await self._ensure_started()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    @property
+    def is_attached(self) -> bool:
+        return bool(self.attached_to)
+
+    @property
+    def work_dir(self) -> Path:
+        return self._work_dir or Path.cwd()
+
+    @property
+    def resources(self) -> ResourcePool | None:
+        """The slots this backend schedules into (None when its engine does the placement)."""
+        return self._pool
+
+    def state(self) -> str:
+        """INITIALIZED, RUNNING or SHUTDOWN."""
+        return self._status
+
+    def register_callback(self, func: Callback) -> None:
+        """Add `func(task, state)` to the subscribers; it runs on the event-loop thread."""
+        if not callable(func):
+            raise TypeError(f"callback must be callable, got {func!r}")
+        self._callbacks.append(func)
+
+    def get_task_states_map(self) -> StateMapper:
+        return StateMapper(self.backend_name)
+
+    def task_state(self, uid: str) -> str | None:
+        """The lifecycle state of task `uid` (None if unknown)."""
+        return self._graph.state_of(uid)
+
+    async def submit_tasks(self, tasks: Sequence[dict[str, Any]]) -> TaskFutures:
+        """Validate and submit a batch (all or nothing). Returns one future per task, in order."""
+        if self._closing:
+            raise BackendError(f"backend {self.name!r} is shut down; create a new one")
+        await self._ensure_started()
+        nodes = self._graph.admit(tasks, self._check_task)
+        loop = self._loop
+        assert loop is not None
+        futures = TaskFutures()
+        by_uid = futures._by_uid
+        live = self._graph.live
+        finished = self._graph.finished
+        for node in nodes:
+            node.future = fut = loop.create_future()
+            list.append(futures, fut)
+            by_uid[node.uid] = fut
+            bind = getattr(node.task, "bind_future", None)  # ComputeTask: awaitable itself
+            if bind is not None:
+                bind(fut)
+        ready = []
+        for node in nodes:
+            self._move(node, SCHEDULING_PENDING)
+        for node in nodes:
+            if node.state in FINAL_STATES:  # a callback cancelled it already
+                continue
+            failed_dep = None
+            for dep in node.desc.dependencies:
+                dep_node = live.get(dep)
+                if dep_node is not None:
+                    dep_node.dependents.append(node)
+                    node.waiting += 1
+                elif finished[dep] != DONE:
+                    failed_dep = dep
+            if failed_dep is not None:
+                self._finish(node, FAILED, reason=_dependency_reason(failed_dep, finished[failed_dep]))
+            elif node.waiting == 0:
+                ready.append(node)
+        for node in ready:
+            if node.state == SCHEDULING_PENDING:
+                self._move(node, EXECUTING_PENDING)
+                self._enqueue(node)
+        self._schedule()
+        return futures
+
+    async def cancel_task(self, uid: str) -> bool:
+        """Cancel a pending or running task. False if it is unknown or already final."""
+        node = self._graph.live.get(uid)
+        if node is None or node.state in FINAL_STATES:
+            return False
+        self._cancel(node)
+        return True
+
+    async def cancel_all_tasks(self) -> int:
+        """Cancel every unfinished task; returns how many were cancelled."""
+        nodes = [n for n in self._graph.live.values() if n.state not in FINAL_STATES]
+        for node in nodes:
+            if node.state not in FINAL_STATES:
+                self._cancel(node)
+        return len(nodes)
+
+    async def shutdown(self) -> None:
+        """Cancel what is pending, stop what runs, stop the engine. Idempotent."""
+        if self._status == SHUTDOWN or self._closing:
+            return
+        self._closing = True
+        try:
+            await self.cancel_all_tasks()
+            handles = [n.handle for n in self._graph.live.values() if n.handle is not None]
+            if handles:
+                _, stuck = await asyncio.wait(handles, timeout=self.shutdown_grace)
+                for handle in stuck:
+                    logger.warning("%s: a task attempt did not stop within %.0f s",
+                                   self.name, self.shutdown_grace)
+            if self._status == RUNNING:
+                await self._stop()
+        finally:
+            self._status = SHUTDOWN
+
+    def link_implicit_data_deps(self, src_task: dict[str, Any], dst_task: dict[str, Any]) -> dict[str, Any]:
+        """Data produced by `src_task` is found by `dst_task` in `src_task`'s working directory."""
+        source = src_task.get("working_directory") or str(self.work_dir)
+        return {"source": source, "target": dst_task.get("working_directory") or str(self.work_dir)}
+
+    def link_explicit_data_deps(
+        self,
+        src_task: dict[str, Any] | None = None,
+        dst_task: dict[str, Any] | None = None,
+        file_name: str | None = None,
+        file_path: str | None = None,
+    ) -> dict[str, Any]:
+        """Where `dst_task` finds the named file: tasks here share one filesystem."""
+        if file_name is None and file_path is None:
+            raise ValueError("link_explicit_data_deps needs file_name or file_path")
+        name = file_name or os.path.basename(str(file_path))
+        src_dir = (src_task or {}).get("working_directory") or str(self.work_dir)
+        source = file_path or os.path.join(src_dir, name)
+        dst_dir = (dst_task or {}).get("working_directory") or str(self.work_dir)
+        return {"source": source, "target": os.path.join(dst_dir, name)}
+
+    # -- engine internals ----------------------------------------------------------------------
+    async def _ensure_started(self) -> BaseExecutionBackend:
+        if self._status == RUNNING:
+            return self
+        if self._closing or self._status == SHUTDOWN:
+            raise BackendError(f"backend {self.name!r} is shut down; create a new one")
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._status == INITIALIZED:
+                self._loop = asyncio.get_running_loop()
+                try:
+                    await self._start()
+                except BackendError:
+                    raise
+                except Exception as exc:
+                    raise BackendError(f"backend {self.name!r} failed to start: {exc}") from exc
+                self._status = RUNNING
+        return self
+
+    def _ensure_work_dir(self) -> Path:
+        path = self.work_dir
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _emit(self, node: Node, state: str) -> None:
+        task = node.task
+        task["state"] = state
+        for callback in self._callbacks:
+            try:
+                callback(task, state)
+            except Exception:
+                logger.exception("%s: callback %r raised on task %r -> %s; ignored",
+                                 self.name, callback, node.uid, state)
+
+    def _move(self, node: Node, new: str) -> None:
+        if new not in TRANSITIONS[node.state]:
+            raise IllegalTransitionError(f"task {node.uid!r}: {node.state} -> {new} is not allowed")
+        node.state = new
+        self._emit(node, new)
+
+    def _mark_running(self, node: Node) -> None:
+        if node.state == EXECUTING_PENDING:
+            self._move(node, EXECUTING)
+
+    def _enqueue(self, node: Node) -> None:
+        key = (node.desc.cores, node.desc.gpus) if self._pool is not None else (0, 0)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = deque()
+        queue.append(node)
+
+    def _schedule(self) -> None:
+        # Re-entrant calls (a task finishing inside a launch) only flag another pass: no
+        # recursion however long a chain of instantly-finishing tasks is.
+        if self._scheduling:
+            self._reschedule = True
+            return
+        self._scheduling = True
+        try:
+            self._reschedule = True
+            while self._reschedule:
+                self._reschedule = False
+                self._fill()
+        finally:
+            self._scheduling = False
+
+    def _fill(self) -> None:
+        pool = self._pool
+        queues = self._queues
+        if len(queues) > 1:
+            order = sorted(queues.items(), key=lambda kv: kv[1][0].seq if kv[1] else -1)
+        else:
+            order = list(queues.items())
+        for key, queue in order:
+            while queue:
+                node = queue[0]
+                if node.state != EXECUTING_PENDING:  # cancelled while waiting
+                    queue.popleft()
+                    continue
+                alloc = None
+                if pool is not None:
+                    alloc = pool.acquire(node.desc.cores, node.desc.gpus)
+                    if alloc is None:
+                        break
+                queue.popleft()
+                self._launch(node, alloc)
+            if not queue and queues.get(key) is queue:
+                del queues[key]
+
+    def _launch(self, node: Node, alloc: Allocation | None) -> None:
+        node.alloc = alloc
+        node.attempt += 1
+        if node.desc.retries:
+            node.task["attempt"] = node.attempt
+        ctx = ExecutionContext(self, node)
+        if self._sync_execute:
+            self._move(node, EXECUTING)
+            try:
+                outcome = self._execute(node.desc, ctx)
+            except Exception as exc:
+                outcome = self._backend_failure(exc)
+            self._complete(node, outcome)  # type: ignore[arg-type]
+        else:
+            assert self._loop is not None
+            node.handle = self._loop.create_task(self._run(node, ctx))
+
+    async def _run(self, node: Node, ctx: ExecutionContext) -> None:
+        desc = node.desc
+        timer = None
+        if desc.timeout is not None:
+            assert self._loop is not None
+            timer = self._loop.call_later(desc.timeout, self._on_timeout, node)
+        outcome: Outcome | None
+        try:
+            outcome = await self._execute(desc, ctx)
+        except asyncio.CancelledError:
+            outcome = None
+            if node.timed_out and not node.cancel_requested:
+                outcome = Outcome.failure(f"timed out after {desc.timeout:g} s")
+        except Exception as exc:
+            outcome = self._backend_failure(exc)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        node.handle = None
+        if node.state in FINAL_STATES:
+            return
+        if outcome is None:
+            self._release(node)
+            self._finish(node, CANCELED)
+            self._schedule()
+        else:
+            self._complete(node, outcome)
+
+    def _backend_failure(self, exc: Exception) -> Outcome:
+        logger.debug("%s: backend error", self.name, exc_info=exc)
+        return Outcome.failure(f"{self.name} backend error: {type(exc).__name__}: {exc}", exception=exc)
+
+    def _on_timeout(self, node: Node) -> None:
+        if node.handle is not None:
+            node.timed_out = True
+            node.handle.cancel()
+
+    def _release(self, node: Node) -> None:
+        if node.alloc is not None and self._pool is not None:
+            self._pool.release(node.alloc)
+        node.alloc = None
+
+    def _complete(self, node: Node, outcome: Outcome) -> None:
+        self._release(node)
+        if node.state == EXECUTING_PENDING:  # the backend never reported the start
+            self._move(node, EXECUTING)
+        if outcome.ok:
+            _write_outcome(node.task, outcome)
+            self._finish(node, DONE)
+        elif node.attempt <= node.desc.retries and not node.cancel_requested and not self._closing:
+            _write_outcome(node.task, outcome)
+            node.timed_out = False
+            self._move(node, EXECUTING_PENDING)
+            self._enqueue(node)
+        else:
+            _write_outcome(node.task, outcome)
+            self._finish(node, FAILED, reason=outcome.reason or "failed", exception=outcome.exception)
+        self._schedule()
+
+    def _cancel(self, node: Node) -> None:
+        node.cancel_requested = True
+        if node.handle is not None:
+            node.handle.cancel()  # `_run` finishes it as CANCELED once the attempt is stopped
+        else:
+            self._finish(node, CANCELED)
+
+    def _finish(
+        self,
+        node: Node,
+        state: str,
+        *,
+        reason: str | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        """Move `node` to a final state, resolve its future, then settle its dependents."""
+        root = (node.uid, reason)
+        dependents = self._settle(node, state, reason, exception)
+        if state == DONE:
+            for child in dependents:
+                if child.state == SCHEDULING_PENDING:
+                    child.waiting -= 1
+                    if child.waiting == 0:
+                        self._move(child, EXECUTING_PENDING)
+                        self._enqueue(child)
+            return
+        # A failed/cancelled task fails its dependents (cancels them at shutdown) without
+        # running them; iterative, so long chains cannot exhaust the stack.
+        child_state = CANCELED if self._closing else FAILED
+        stack = [(child, node.uid, state) for child in dependents]
+        while stack:
+            child, cause, cause_state = stack.pop()
+            if child.state in FINAL_STATES:
+                continue
+            why = _dependency_reason(cause, cause_state)
+            if cause != root[0] and root[1]:
+                why += f" (root cause: task {root[0]!r}: {root[1]})"
+            if child.handle is not None:  # cannot happen for waiting tasks; defensive
+                child.cancel_requested = True
+                child.handle.cancel()
+                continue
+            grandchildren = self._settle(child, child_state, why, None)
+            stack.extend((g, child.uid, child_state) for g in grandchildren)
+
+    def _settle(
+        self, node: Node, state: str, reason: str | None, exception: BaseException | None
+    ) -> list[Node]:
+        task = node.task
+        future = node.future
+        if state == FAILED:
+            message = reason or "failed"
+            if exception is None:
+                exception = TaskExecutionError(message, uid=node.uid)
+            task["exception"] = exception
+            self._move(node, FAILED)
+            if not future.done():
+                error = TaskExecutionError(f"task {node.uid!r} failed: {message}", uid=node.uid, task=task)
+                error.__cause__ = exception
+                future.set_exception(error)
+                future.exception()  # retrieved: no "never retrieved" noise when unused
+        else:
+            self._move(node, state)
+            if not future.done():
+                if state == DONE:
+                    future.set_result(task)
+                else:
+                    future.cancel()
+        dependents = node.dependents
+        self._graph.retire(node)
+        return dependents
+
+
+BaseBackend = BaseExecutionBackend
+
+_OUTCOME_FIELDS = ("stdout", "stderr", "exit_code", "return_value")
+
+
+def _write_outcome(task: dict[str, Any], outcome: Outcome) -> None:
+    for name in _OUTCOME_FIELDS:
+        value = getattr(outcome, name)
+        if value is not None:
+            task[name] = value
+    if outcome.ok:
+        task.pop("exception", None)
+    elif outcome.exception is not None:
+        task["exception"] = outcome.exception
+    if outcome.extra:
+        task.update(outcome.extra)
+
+
+def _dependency_reason(uid: str, state: str) -> str:
+    return f"dependency {uid!r} {state.lower()}"
+

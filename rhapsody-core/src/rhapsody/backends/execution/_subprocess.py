@@ -1,0 +1,188 @@
+"""Run one executable task as a child process, with bounded output capture and tree killing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from rhapsody.backends.base import ExecutionContext, Outcome
+from rhapsody.task import TaskDescription
+
+# Output kept in the dict when a stream spilled to a file.
+TAIL_BYTES = 64 * 1024
+# How long to wait for the pipes to close after the main process exited and its group was
+# killed (only a child that escaped into its own session can hold them longer).
+PIPE_GRACE = 2.0
+
+
+class Child:
+    """A running task's process group."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def signal_tree(self, sig: int) -> None:
+        try:
+            escaped = psutil.Process(self.pid).children(recursive=True)
+        except psutil.Error:
+            escaped = []
+        for kill in (os.killpg, os.kill):  # the group, and the leader even before its setsid()
+            try:
+                kill(self.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for proc in escaped:  # descendants that moved to another process group
+            try:
+                proc.send_signal(sig)
+            except psutil.Error:
+                pass
+
+    async def kill_tree(self, grace: float) -> None:
+        """SIGTERM the tree, then SIGKILL whatever is still alive after `grace` seconds."""
+        self.signal_tree(signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while loop.time() < deadline and _alive(self.pid):
+            await asyncio.sleep(0.02)
+        self.signal_tree(signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class _Capture(asyncio.SubprocessProtocol):
+    """Collects stdout/stderr in memory up to a limit, spilling the rest to files."""
+
+    def __init__(self, limit: int, spill_dir: Any, stem: str) -> None:
+        self.limit = limit
+        self.spill_dir = spill_dir  # callable returning the directory, evaluated lazily
+        self.stem = stem
+        self.buffers = {1: bytearray(), 2: bytearray()}
+        self.files: dict[int, IO[bytes]] = {}
+        self.paths: dict[int, Path] = {}
+        self.open_pipes = 2
+        loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        buf = self.buffers[fd]
+        buf += data
+        spill = self.files.get(fd)
+        if spill is None and len(buf) > self.limit:
+            path = Path(self.spill_dir()) / f"{self.stem}.{'stdout' if fd == 1 else 'stderr'}"
+            spill = self.files[fd] = open(path, "wb")  # noqa: SIM115 - closed in finish()
+            self.paths[fd] = path
+            spill.write(buf)
+        elif spill is not None:
+            spill.write(data)
+        if spill is not None and len(buf) > TAIL_BYTES:
+            del buf[:-TAIL_BYTES]
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self.open_pipes -= 1
+        if self.open_pipes <= 0 and not self.closed.done():
+            self.closed.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def finish(self, outcome: Outcome) -> Outcome:
+        """Fill the captured streams (and the spill files' paths) into `outcome`."""
+        for spill in self.files.values():
+            spill.close()
+        outcome.stdout = self.buffers[1].decode(errors="replace")
+        outcome.stderr = self.buffers[2].decode(errors="replace")
+        if self.paths:
+            outcome.extra = {
+                ("stdout_file" if fd == 1 else "stderr_file"): str(path)
+                for fd, path in self.paths.items()
+            }
+        return outcome
+
+
+def command_line(task: TaskDescription) -> list[str]:
+    """argv for the task. Without a shell, arguments go to the program verbatim. With
+    `shell: True`, `executable` is a shell command line and each argument is appended quoted."""
+    assert task.executable is not None
+    if task.shell:
+        line = " ".join([task.executable, *(shlex.quote(a) for a in task.arguments)])
+        return ["/bin/sh", "-c", line]
+    return [task.executable, *task.arguments]
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by signal {name} ({-code})"
+    return f"exit code {code}"
+
+
+async def run(
+    task: TaskDescription,
+    ctx: ExecutionContext,
+    env: dict[str, str] | None,
+    max_output: int,
+    kill_grace: float,
+    running: set[Any],
+) -> Outcome:
+    cwd = task.working_directory
+    if cwd is not None:
+        os.makedirs(cwd, exist_ok=True)
+    loop = asyncio.get_running_loop()
+    stem = f"{ctx.uid}.{ctx.attempt}".replace(os.sep, "_")
+    argv = command_line(task)
+    try:
+        transport, capture = await loop.subprocess_exec(
+            lambda: _Capture(max_output, lambda: ctx.work_dir, stem),
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,  # own process group: the whole tree can be signalled
+        )
+    except OSError as exc:
+        return Outcome.failure(
+            f"cannot start {argv[0]!r}: {exc.strerror or exc}", exception=exc, exit_code=None
+        )
+    child = Child(transport.get_pid())
+    running.add(child)
+    ctx.started()
+    try:
+        try:
+            await capture.exited
+        except asyncio.CancelledError:
+            await child.kill_tree(kill_grace)
+            raise
+        # The task is over: reap what it left behind in its group, so nothing outlives it and
+        # the pipes reach EOF.
+        child.signal_tree(signal.SIGKILL)
+        try:
+            await asyncio.wait_for(asyncio.shield(capture.closed), PIPE_GRACE)
+        except asyncio.TimeoutError:
+            pass
+    finally:
+        running.discard(child)
+        transport.close()
+    code = transport.get_returncode()
+    assert code is not None
+    if code == 0:
+        return capture.finish(Outcome(True, exit_code=0))
+    return capture.finish(Outcome.failure(describe_exit(code), exit_code=code))

@@ -1,0 +1,135 @@
+"""`concurrent`: the default backend, running tasks on this node.
+
+Executables run as child processes (no shell unless `shell: True`), each in its own process
+group so that a timeout, a cancellation or shutdown kills the whole tree. Function tasks run on
+a thread pool by default (cheapest per task: no pickling, no process start) or, with
+`isolation: "process"`, each in a fresh process that can be killed and whose crash fails only
+that task. Slots (cores, GPUs) are accounted by the engine so the node is never oversubscribed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import os
+from collections.abc import Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from rhapsody.backends.base import BaseExecutionBackend, ExecutionContext, Outcome
+from rhapsody.errors import TaskValidationError
+from rhapsody.resources import ResourcePool, detect_cores, detect_gpus
+from rhapsody.task import TaskDescription
+
+from . import _isolated, _subprocess
+
+
+class ConcurrentExecutionBackend(BaseExecutionBackend):
+    """Run tasks on the local node.
+
+    :param executor: runs plain (non-async) function tasks; default a thread pool sized to the
+        cores. Pass your own `ThreadPoolExecutor`/`ProcessPoolExecutor` to choose.
+    :param cores: cores to schedule into (default: what this process may use).
+    :param gpus: number of GPUs or their identifiers (default: `CUDA_VISIBLE_DEVICES`, else
+        `nvidia-smi -L`, else none).
+    :param max_output: bytes of stdout/stderr kept in memory per task; beyond it the full stream
+        goes to a file in `work_dir` (`stdout_file`/`stderr_file`) and the dict keeps the tail.
+    :param kill_grace: seconds between SIGTERM and SIGKILL when a task is stopped.
+    """
+
+    backend_name = "concurrent"
+
+    def __init__(
+        self,
+        executor: Executor | None = None,
+        *,
+        name: str | None = None,
+        cores: int | None = None,
+        gpus: int | Sequence[str] | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+        max_output: int = 1 << 20,
+        kill_grace: float = 2.0,
+    ) -> None:
+        if cores is None:
+            cores = detect_cores()
+        if gpus is None:
+            gpu_ids: tuple[str, ...] = detect_gpus()
+        elif isinstance(gpus, int) and not isinstance(gpus, bool):
+            if gpus < 0:
+                raise ValueError(f"gpus must be >= 0, got {gpus}")
+            gpu_ids = tuple(str(i) for i in range(gpus))
+        else:
+            gpu_ids = tuple(str(g) for g in gpus)
+        if max_output < 1:
+            raise ValueError(f"max_output must be >= 1 byte, got {max_output}")
+        super().__init__(name, work_dir=work_dir, resources=ResourcePool(cores, gpu_ids))
+        self._executor = executor
+        self._owns_executor = executor is None
+        self._max_output = max_output
+        self._kill_grace = kill_grace
+        self._running: set[_subprocess.Child] = set()  # live children, killed at shutdown
+
+    async def _start(self) -> None:
+        if self._executor is None:
+            assert self._pool is not None
+            # A few spare threads: a timed-out sync function cannot be killed and keeps its thread.
+            self._executor = ThreadPoolExecutor(
+                max_workers=self._pool.total_cores + 4, thread_name_prefix=f"rhapsody-{self.name}"
+            )
+
+    async def _stop(self) -> None:
+        for child in list(self._running):
+            await child.kill_tree(self._kill_grace)
+        if self._owns_executor and self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _check_task(self, task: TaskDescription) -> None:
+        super()._check_task(task)
+        if task.function is not None and task.isolation == "thread":
+            for field in ("environment", "working_directory"):
+                if getattr(task, field) is not None:
+                    raise TaskValidationError(
+                        "a function task running on a thread shares the process's "
+                        f"{field.replace('_', ' ')}; set isolation='process' to give it its own",
+                        uid=task.uid, field=field,
+                    )
+
+    async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
+        if task.function is None:
+            return await _subprocess.run(
+                task, ctx, self._env_for(task, ctx), self._max_output, self._kill_grace, self._running
+            )
+        env = self._env_for(task, ctx)
+        if task.isolation == "process":
+            return await _isolated.run(task, ctx, env, self._kill_grace, self._running)
+        return await self._run_function(task, ctx)
+
+    def _env_for(self, task: TaskDescription, ctx: ExecutionContext) -> dict[str, str] | None:
+        """The child's environment: the parent's, then the task's, then its GPUs."""
+        assert self._pool is not None
+        if task.environment is None and self._pool.total_gpus == 0:
+            return None  # inherit unchanged: cheapest
+        env = dict(os.environ)
+        if task.environment:
+            env.update(task.environment)
+        if self._pool.total_gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(ctx.gpu_ids)
+        return env
+
+    async def _run_function(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
+        func = task.function
+        assert func is not None
+        ctx.started()
+        try:
+            if inspect.iscoroutinefunction(func):
+                value = await func(*task.args, **task.kwargs)
+            else:
+                assert self._loop is not None
+                call = functools.partial(func, *task.args, **task.kwargs)
+                value = await self._loop.run_in_executor(self._executor, call)
+                if inspect.isawaitable(value):
+                    value = await value
+        except Exception as exc:
+            return Outcome.failure(f"{type(exc).__name__}: {exc}", exception=exc)
+        return Outcome(True, return_value=value)
+
+

@@ -1,0 +1,1 @@
+"""Subcommands of the `rhapsody` command (see `rhapsody.cli`)."""

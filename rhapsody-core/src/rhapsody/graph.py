@@ -1,0 +1,153 @@
+"""The dynamic dependency graph: tasks may depend on tasks of this or any earlier submission.
+
+Finished tasks are pruned to a `uid -> final state` entry, so memory per finished task is one
+dict slot while later submissions can still depend on it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from rhapsody.errors import TaskValidationError
+from rhapsody.task import TaskDescription
+
+_uid_counter = itertools.count(1)
+
+
+def next_uid() -> str:
+    """A process-wide unique task uid in the original's style (`task.000001`)."""
+    return f"task.{next(_uid_counter):06d}"
+
+
+class Node:
+    """The engine's live record of one unfinished task (never exposed to the user)."""
+
+    __slots__ = (
+        "alloc", "attempt", "cancel_requested", "dependents", "desc", "future", "handle",
+        "seq", "state", "task", "timed_out", "uid", "waiting",
+    )
+
+    def __init__(self, uid: str, task: dict[str, Any], desc: TaskDescription, seq: int) -> None:
+        self.uid = uid
+        self.task = task
+        self.desc = desc
+        self.seq = seq
+        self.state = "NEW"
+        self.future: Any = None
+        self.waiting = 0  # dependencies not yet DONE
+        self.dependents: list[Node] = []
+        self.alloc: Any = None
+        self.attempt = 0
+        self.handle: Any = None
+        self.cancel_requested = False
+        self.timed_out = False
+
+
+class TaskGraph:
+    """Admits batches atomically and tracks who waits on whom."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, Node] = {}
+        self.finished: dict[str, str] = {}
+        self._seq = itertools.count()
+
+    def state_of(self, uid: str) -> str | None:
+        node = self.live.get(uid)
+        if node is not None:
+            return node.state
+        return self.finished.get(uid)
+
+    def admit(
+        self,
+        tasks: Sequence[Mapping[str, Any]],
+        check: Callable[[TaskDescription], None] | None = None,
+    ) -> list[Node]:
+        """Validate a whole batch; raise before changing anything if any task is invalid.
+
+        Checks each dict, uid uniqueness (within the batch and against every earlier task),
+        that dependencies name known uids, and that the batch has no dependency cycle.
+        `check` is the backend's own test of each task (e.g. that its resources fit the node).
+        """
+        if isinstance(tasks, Mapping) or not isinstance(tasks, Sequence):
+            raise TaskValidationError(
+                f"submit_tasks takes a list of task dicts, got {type(tasks).__name__}"
+            )
+        live, finished = self.live, self.finished
+        batch: dict[str, TaskDescription] = {}
+        uids: list[str] = []
+        for index, task in enumerate(tasks):
+            if not isinstance(task, dict):
+                raise TaskValidationError(
+                    f"task #{index} must be a dict, got {type(task).__name__}", field="task"
+                )
+            uid = task.get("uid")
+            if uid is None:
+                uid = next_uid()
+                while uid in live or uid in finished or uid in batch:
+                    uid = next_uid()
+            elif not isinstance(uid, str) or not uid:
+                raise TaskValidationError(
+                    f"task #{index}: uid must be a non-empty string, got {uid!r}", field="uid"
+                )
+            elif uid in batch:
+                raise TaskValidationError("uid appears twice in this submission", uid=uid, field="uid")
+            elif uid in live or uid in finished:
+                raise TaskValidationError(
+                    "uid was already used by an earlier submission", uid=uid, field="uid"
+                )
+            desc = TaskDescription.from_dict(task, uid)
+            if check is not None:
+                check(desc)
+            batch[uid] = desc
+            uids.append(uid)
+        for uid, desc in batch.items():
+            for dep in desc.dependencies:
+                if dep not in batch and dep not in live and dep not in finished:
+                    raise TaskValidationError(
+                        f"depends on unknown task {dep!r} (not in this or an earlier submission)",
+                        uid=uid, field="dependencies",
+                    )
+        _reject_cycles(batch)
+        nodes = []
+        seq = self._seq
+        for task, uid in zip(tasks, uids):
+            if task.get("uid") is None:
+                task["uid"] = uid
+            node = Node(uid, task, batch[uid], next(seq))  # type: ignore[arg-type]
+            live[uid] = node
+            nodes.append(node)
+        return nodes
+
+    def retire(self, node: Node) -> None:
+        """Forget a finished node, keeping only its final state."""
+        del self.live[node.uid]
+        self.finished[node.uid] = node.state
+        node.dependents = []
+
+
+def _reject_cycles(batch: Mapping[str, TaskDescription]) -> None:
+    # Earlier submissions cannot depend on this batch, so a cycle lies inside the batch.
+    indegree = {uid: 0 for uid in batch}
+    children: dict[str, list[str]] = {}
+    for uid, desc in batch.items():
+        for dep in desc.dependencies:
+            if dep in batch:
+                indegree[uid] += 1
+                children.setdefault(dep, []).append(uid)
+    stack = [uid for uid, n in indegree.items() if n == 0]
+    seen = 0
+    while stack:
+        uid = stack.pop()
+        seen += 1
+        for child in children.get(uid, ()):
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                stack.append(child)
+    if seen < len(batch):
+        cyclic = sorted(uid for uid, n in indegree.items() if n > 0)
+        shown = ", ".join(repr(u) for u in cyclic[:10]) + (" ..." if len(cyclic) > 10 else "")
+        raise TaskValidationError(
+            f"dependency cycle among tasks {shown}", uid=cyclic[0], field="dependencies"
+        )

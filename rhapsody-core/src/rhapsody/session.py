@@ -1,0 +1,157 @@
+"""`Session`: one entry point over one or more backends, routing each task by its `backend`."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Generator, Iterable, Sequence
+from typing import Any
+
+from rhapsody.backends.base import BaseExecutionBackend, Callback, TaskFutures
+from rhapsody.errors import SessionError, TaskValidationError
+
+_session_ids = itertools.count(1)
+
+
+class Session:
+    """Routes tasks to backends and gives one state stream and one shutdown for all of them.
+
+    With no backends, the first submission creates the default (`concurrent`) backend.
+    A task's `backend` field names the backend to use (default: the first one).
+    """
+
+    def __init__(
+        self, backends: Sequence[BaseExecutionBackend] | None = None, *, uid: str | None = None
+    ) -> None:
+        self.uid = uid or f"session.{next(_session_ids):04d}"
+        self._backends: dict[str, BaseExecutionBackend] = {}
+        self._callbacks: list[Callback] = []
+        self._futures: dict[str, asyncio.Future[Any]] = {}
+        self._closed = False
+        for backend in backends or ():
+            self.add_backend(backend)
+
+    # -- backends --------------------------------------------------------------------------
+    @property
+    def backends(self) -> dict[str, BaseExecutionBackend]:
+        return dict(self._backends)
+
+    def add_backend(self, backend: BaseExecutionBackend) -> None:
+        if self._closed:
+            raise SessionError(f"session {self.uid} is closed")
+        if not isinstance(backend, BaseExecutionBackend):
+            raise SessionError(f"not a backend: {backend!r}")
+        if backend.name in self._backends:
+            raise SessionError(
+                f"two backends are named {backend.name!r}; give each a unique name= "
+                "so tasks can be routed to it"
+            )
+        self._backends[backend.name] = backend
+        for callback in self._callbacks:
+            backend.register_callback(callback)
+
+    def register_callback(self, func: Callback) -> None:
+        """`func(task, state)` for every state change of every backend of this session."""
+        self._callbacks.append(func)
+        for backend in self._backends.values():
+            backend.register_callback(func)
+
+    # -- tasks -----------------------------------------------------------------------------
+    async def submit_tasks(self, tasks: Iterable[dict[str, Any]]) -> TaskFutures:
+        """Submit tasks, each to the backend its `backend` field names (default: the first)."""
+        if self._closed:
+            raise SessionError(f"session {self.uid} is closed")
+        tasks = list(tasks)
+        if not self._backends:
+            from rhapsody.plugins import get_backend
+
+            self.add_backend(get_backend("concurrent"))
+        default = next(iter(self._backends))
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for task in tasks:
+            if not isinstance(task, dict):
+                raise TaskValidationError(f"a task must be a dict, got {type(task).__name__}")
+            name = task.get("backend") or default
+            if name not in self._backends:
+                raise TaskValidationError(
+                    f"no backend named {name!r} in this session "
+                    f"(have: {', '.join(self._backends)})",
+                    uid=task.get("uid"), field="backend",
+                )
+            groups.setdefault(name, []).append(task)
+        by_uid: dict[str, asyncio.Future[Any]] = {}
+        for name, group in groups.items():
+            futures = await self._backends[name].submit_tasks(group)
+            by_uid.update(futures.items())
+        self._futures.update(by_uid)
+        return TaskFutures((task["uid"], by_uid[task["uid"]]) for task in tasks)
+
+    async def wait_tasks(
+        self, tasks: Iterable[dict[str, Any] | str] | None = None, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Wait until the given tasks (default: all submitted) are final; never raises on task
+        failure. Raises `asyncio.TimeoutError` when `timeout` seconds pass first."""
+        if tasks is None:
+            futures = list(self._futures.values())
+        else:
+            futures = []
+            for task in tasks:
+                uid = task if isinstance(task, str) else task.get("uid")
+                if uid not in self._futures:
+                    raise SessionError(f"task {uid!r} was not submitted through this session")
+                futures.append(self._futures[uid])
+        if futures:
+            _, pending = await asyncio.wait(futures, timeout=timeout)
+            if pending:
+                raise asyncio.TimeoutError(f"{len(pending)} task(s) still unfinished after {timeout} s")
+        return [f.result() for f in futures if not f.cancelled() and f.exception() is None]
+
+    wait = wait_tasks
+
+    # -- lifetime --------------------------------------------------------------------------
+    def close(self) -> _Closing:
+        """Shut every backend down. Call it plainly, or `await session.close()` to wait."""
+        self._closed = True
+        return _Closing(list(self._backends.values()))
+
+    async def __aenter__(self) -> Session:
+        for backend in self._backends.values():
+            await backend
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"Session({self.uid!r}, backends={list(self._backends)})"
+
+
+class _Closing:
+    """Result of `Session.close()`: shutdown is scheduled at once; awaiting waits for it."""
+
+    def __init__(self, backends: list[BaseExecutionBackend]) -> None:
+        self._task: asyncio.Future[Any] | None = None
+        active = [b for b in backends if b.state() == "RUNNING"]
+        if not active:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            self._task = loop.create_task(_shutdown_all(active))
+        else:
+            raise SessionError(
+                "this session's backends run on an event loop: use 'await session.close()' there"
+            )
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if self._task is not None:
+            yield from self._task.__await__()
+
+
+async def _shutdown_all(backends: list[BaseExecutionBackend]) -> None:
+    results = await asyncio.gather(*(b.shutdown() for b in backends), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise SessionError(f"{len(errors)} backend(s) failed to shut down: {errors[0]!r}") from errors[0]
