@@ -13,6 +13,7 @@ from rhapsody import __version__
 SUBCOMMANDS = {
     "backends": "list backends: name, distribution, version, available, why not",
     "plugins": "list loaded plugins as JSON (and the broken ones)",
+    "platforms": "list the platform catalog and what detect() sees here",
 }
 
 

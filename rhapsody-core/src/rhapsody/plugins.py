@@ -94,12 +94,12 @@ class BackendSpec:
 
 
 def _module_findable(name: str) -> bool:
-    # find_spec of a dotted name imports its parents: only the (light) top package here.
-    top = name.split(".")[0]
-    if top in sys.modules:
+    # find_spec imports the parent packages of a dotted name (cheap namespace/plugin packages),
+    # never the module itself: discovery stays free of dask / radical.pilot imports.
+    if name in sys.modules:
         return True
     try:
-        return importlib.util.find_spec(top) is not None
+        return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
 

@@ -407,9 +407,14 @@ class BaseExecutionBackend:
             self._complete(node, outcome)  # type: ignore[arg-type]
         else:
             assert self._loop is not None
-            node.handle = self._loop.create_task(self._run(node, ctx))
+            self._loop.create_task(self._run(node, ctx))
 
     async def _run(self, node: Node, ctx: ExecutionContext) -> None:
+        # `handle` is set only once the coroutine runs: a task cancelled before that is
+        # finished by `_cancel` itself (a not-yet-started coroutine never sees the cancellation).
+        if node.state in FINAL_STATES:
+            return
+        node.handle = asyncio.current_task()
         desc = node.desc
         timer = None
         if desc.timeout is not None:
@@ -473,7 +478,9 @@ class BaseExecutionBackend:
         if node.handle is not None:
             node.handle.cancel()  # `_run` finishes it as CANCELED once the attempt is stopped
         else:
+            self._release(node)
             self._finish(node, CANCELED)
+            self._schedule()
 
     def _finish(
         self,

@@ -1,8 +1,8 @@
 """Run one function task in a fresh process: killable, and its crash fails only that task.
 
-Processes come from the `forkserver` start method: forking a clean server process is fast and
-safe, unlike forking this (multi-threaded) process. The function and its arguments must
-therefore be picklable (module-level functions are).
+Processes are spawned (a fresh interpreter, ~0.1 s): forking this multi-threaded process is
+unsafe, and a fork server would outlive `shutdown()`. The function and its arguments must
+therefore be picklable (module-level functions are), and scripts need a `__main__` guard.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from rhapsody.task import TaskDescription
 
 from ._subprocess import Child, describe_exit
 
-_context = multiprocessing.get_context("forkserver")
+_context = multiprocessing.get_context("spawn")
 
 
 def _entry(

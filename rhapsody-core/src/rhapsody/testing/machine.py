@@ -1,0 +1,127 @@
+"""A hypothesis state machine that drives a live backend with random task graphs.
+
+It submits random batches (random dependencies on earlier tasks, random kinds: succeeding,
+failing, slow), cancels random tasks, lets time pass, and checks the invariants after every step.
+It runs in a worker thread; `call` runs a coroutine function on the backend's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from rhapsody.backends.base import BaseExecutionBackend
+from rhapsody.testing.invariants import InvariantRecorder
+
+T = TypeVar("T")
+TaskMaker = Callable[[str], "dict[str, Any] | None"]
+
+KINDS = ("ok", "fail", "slow")
+_runs = itertools.count()
+
+
+async def _wait_all(futures: list[asyncio.Future[Any]], timeout: float) -> int:
+    if not futures:
+        return 0
+    _, pending = await asyncio.wait(futures, timeout=timeout)
+    return len(pending)
+
+
+def run_state_machine(
+    backend: BaseExecutionBackend,
+    make_task: TaskMaker,
+    call: Callable[..., Any],
+    *,
+    max_examples: int = 200,
+    steps: int = 12,
+    settle_timeout: float = 60.0,
+) -> InvariantRecorder:
+    """Run the machine against `backend`; raises on the first violated invariant."""
+    kinds = [k for k in KINDS if make_task(k) is not None]
+    if not kinds:
+        raise ValueError("make_task must support at least the 'ok' kind")
+    recorder = InvariantRecorder(backend, uid_prefix=f"sm{next(_runs)}.")
+    example_ids = itertools.count()
+
+    class BackendMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.prefix = f"{recorder.prefix}{next(example_ids)}."
+            self.uids: list[str] = []
+            self.futures: dict[str, asyncio.Future[Any]] = {}
+
+        @rule(data=st.data(), size=st.integers(min_value=1, max_value=4))
+        def submit(self, data: st.DataObject, size: int) -> None:
+            tasks: list[dict[str, Any]] = []
+            for _ in range(size):
+                task = make_task(data.draw(st.sampled_from(kinds), label="kind"))
+                assert task is not None
+                uid = f"{self.prefix}{len(self.uids) + len(tasks)}"
+                candidates = self.uids + [t["uid"] for t in tasks]
+                deps = (
+                    data.draw(
+                        st.lists(st.sampled_from(candidates), max_size=3, unique=True), label="deps"
+                    )
+                    if candidates
+                    else []
+                )
+                task.update(uid=uid, dependencies=deps)
+                tasks.append(task)
+            recorder.track(tasks)
+            futures = call(backend.submit_tasks, tasks)
+            for task in tasks:
+                self.futures[task["uid"]] = futures[task["uid"]]
+                self.uids.append(task["uid"])
+
+        @precondition(lambda self: bool(self.uids))
+        @rule(data=st.data())
+        def cancel(self, data: st.DataObject) -> None:
+            call(backend.cancel_task, data.draw(st.sampled_from(self.uids), label="cancel"))
+
+        @rule(delay=st.sampled_from([0, 0.001, 0.01]))
+        def let_time_pass(self, delay: float) -> None:
+            call(asyncio.sleep, delay)
+
+        @invariant()
+        def invariants_hold(self) -> None:
+            recorder.assert_ok()
+
+        def teardown(self) -> None:
+            pending = call(_wait_all, list(self.futures.values()), settle_timeout)
+            if pending:
+                states = {u: backend.task_state(u) for u, f in self.futures.items() if not f.done()}
+                raise AssertionError(f"{pending} task(s) never finished: {states}")
+            recorder.check_final(self.futures)
+            recorder.assert_ok()
+
+    run_state_machine_as_test(
+        BackendMachine,
+        settings=settings(
+            max_examples=max_examples,
+            stateful_step_count=steps,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
+    return recorder
+
+
+def loop_caller(loop: asyncio.AbstractEventLoop) -> Callable[..., Any]:
+    """A `call` for a private loop driven from this thread."""
+
+    def call(func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        return loop.run_until_complete(func(*args))
+
+    return call

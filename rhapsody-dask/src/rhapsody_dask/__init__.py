@@ -1,0 +1,1 @@
+"""RHAPSODY's 'dask' backend (on dask.distributed); see backend.py."""

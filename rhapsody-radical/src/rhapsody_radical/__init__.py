@@ -1,0 +1,1 @@
+"""RHAPSODY's 'radical_pilot' backend (on RADICAL-Pilot); see backend.py."""

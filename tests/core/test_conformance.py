@@ -1,0 +1,45 @@
+"""Core's own backends and the example backend pass the conformance kit."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from rhapsody.backends.execution import ConcurrentExecutionBackend, NoopExecutionBackend
+from rhapsody.testing import BackendConformance
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+from tiny_backend import TinyBackend  # noqa: E402
+
+
+class TestConcurrentConformance(BackendConformance):
+    # Real processes (some sleeping 0.3 s): fewer examples; the engine's invariants get 200+
+    # examples through noop and the fault-injecting backend in test_engine_properties.py.
+    state_machine_examples = 30
+
+    def make_backend(self) -> ConcurrentExecutionBackend:
+        return ConcurrentExecutionBackend(cores=2)
+
+
+class TestConcurrentFunctionConformance(BackendConformance):
+    runs_executables = False
+    state_machine_examples = 100
+
+    def make_backend(self) -> ConcurrentExecutionBackend:
+        return ConcurrentExecutionBackend(cores=2)
+
+
+class TestNoopConformance(BackendConformance):
+    def make_backend(self) -> NoopExecutionBackend:
+        return NoopExecutionBackend()
+
+    def make_task(self, kind: str) -> dict[str, Any] | None:
+        # noop completes every task: it can neither fail nor run slowly.
+        return {"executable": "/bin/true"} if kind == "ok" else None
+
+
+class TestTinyBackendConformance(BackendConformance):
+    state_machine_examples = 30
+    def make_backend(self) -> TinyBackend:
+        return TinyBackend()
