@@ -22,12 +22,21 @@ async def main() -> None:
     backend.register_callback(on_state)
     with tempfile.TemporaryDirectory() as workdir:
         data = Path(workdir) / "numbers.txt"
-        await backend.submit_tasks([
-            {"uid": "produce", "executable": "/bin/sh",
-             "arguments": ["-c", f"seq 1 10 > {data}"]},
-            {"uid": "consume", "executable": "/usr/bin/wc", "arguments": ["-l", str(data)],
-             "dependencies": ["produce"]},
-        ])
+        await backend.submit_tasks(
+            [
+                {
+                    "uid": "produce",
+                    "executable": "/bin/sh",
+                    "arguments": ["-c", f"seq 1 10 > {data}"],
+                },
+                {
+                    "uid": "consume",
+                    "executable": "/usr/bin/wc",
+                    "arguments": ["-l", str(data)],
+                    "dependencies": ["produce"],
+                },
+            ]
+        )
         await done.wait()
     await backend.shutdown()
 

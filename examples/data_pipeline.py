@@ -30,13 +30,28 @@ async def main(chunks: int, workdir: Path) -> int:
     gen, ana = [], []
     for i in range(chunks):
         path = str(workdir / f"chunk{i}.txt")
-        gen.append({"uid": f"generate.{i}", "executable": "/bin/sh",
-                    "arguments": ["-c", f"seq {i * 100 + 1} {(i + 1) * 100} > \"$1\"", "sh", path]})
-        ana.append({"uid": f"analyse.{i}", "function": analyse, "args": [path],
-                    "dependencies": [f"generate.{i}"]})
+        gen.append(
+            {
+                "uid": f"generate.{i}",
+                "executable": "/bin/sh",
+                "arguments": ["-c", f'seq {i * 100 + 1} {(i + 1) * 100} > "$1"', "sh", path],
+            }
+        )
+        ana.append(
+            {
+                "uid": f"analyse.{i}",
+                "function": analyse,
+                "args": [path],
+                "dependencies": [f"generate.{i}"],
+            }
+        )
     paths = [t["args"][0] for t in ana]
-    final = {"uid": "summary", "function": summarise, "args": paths,
-             "dependencies": [t["uid"] for t in ana]}
+    final = {
+        "uid": "summary",
+        "function": summarise,
+        "args": paths,
+        "dependencies": [t["uid"] for t in ana],
+    }
 
     futures = await backend.submit_tasks([*gen, *ana, final])
     await asyncio.gather(*futures, return_exceptions=True)

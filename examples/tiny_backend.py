@@ -37,8 +37,11 @@ class TinyBackend(BaseExecutionBackend):
         assert task.executable is not None
         try:
             proc = await asyncio.create_subprocess_exec(
-                task.executable, *task.arguments, env=task.environment,
-                cwd=task.working_directory, stdout=asyncio.subprocess.PIPE,
+                task.executable,
+                *task.arguments,
+                env=task.environment,
+                cwd=task.working_directory,
+                stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
         except OSError as exc:
@@ -52,5 +55,10 @@ class TinyBackend(BaseExecutionBackend):
             raise
         code = proc.returncode
         assert code is not None
-        return Outcome(code == 0, None if code == 0 else f"exit code {code}",
-                       stdout=out.decode(), stderr=err.decode(), exit_code=code)
+        return Outcome(
+            code == 0,
+            None if code == 0 else f"exit code {code}",
+            stdout=out.decode(),
+            stderr=err.decode(),
+            exit_code=code,
+        )

@@ -10,7 +10,7 @@ from rhapsody.backends.execution import ConcurrentExecutionBackend, NoopExecutio
 from rhapsody.testing import BackendConformance
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-from tiny_backend import TinyBackend  # noqa: E402
+from tiny_backend import TinyBackend
 
 
 class TestConcurrentConformance(BackendConformance):
@@ -41,5 +41,6 @@ class TestNoopConformance(BackendConformance):
 
 class TestTinyBackendConformance(BackendConformance):
     state_machine_examples = 30
+
     def make_backend(self) -> TinyBackend:
         return TinyBackend()

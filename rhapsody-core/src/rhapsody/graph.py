@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from rhapsody.errors import TaskValidationError
 from rhapsody.task import TaskDescription
@@ -25,8 +25,19 @@ class Node:
     """The engine's live record of one unfinished task (never exposed to the user)."""
 
     __slots__ = (
-        "alloc", "attempt", "cancel_requested", "dependents", "desc", "future", "handle",
-        "seq", "state", "task", "timed_out", "uid", "waiting",
+        "alloc",
+        "attempt",
+        "cancel_requested",
+        "dependents",
+        "desc",
+        "future",
+        "handle",
+        "seq",
+        "state",
+        "task",
+        "timed_out",
+        "uid",
+        "waiting",
     )
 
     def __init__(self, uid: str, task: dict[str, Any], desc: TaskDescription, seq: int) -> None:
@@ -92,7 +103,9 @@ class TaskGraph:
                     f"task #{index}: uid must be a non-empty string, got {uid!r}", field="uid"
                 )
             elif uid in batch:
-                raise TaskValidationError("uid appears twice in this submission", uid=uid, field="uid")
+                raise TaskValidationError(
+                    "uid appears twice in this submission", uid=uid, field="uid"
+                )
             elif uid in live or uid in finished:
                 raise TaskValidationError(
                     "uid was already used by an earlier submission", uid=uid, field="uid"
@@ -107,15 +120,17 @@ class TaskGraph:
                 if dep not in batch and dep not in live and dep not in finished:
                     raise TaskValidationError(
                         f"depends on unknown task {dep!r} (not in this or an earlier submission)",
-                        uid=uid, field="dependencies",
+                        uid=uid,
+                        field="dependencies",
                     )
         _reject_cycles(batch)
         nodes = []
         seq = self._seq
-        for task, uid in zip(tasks, uids):
+        for task, uid in zip(tasks, uids, strict=False):
+            task = cast("dict[str, Any]", task)  # checked above: every task is a dict
             if task.get("uid") is None:
                 task["uid"] = uid
-            node = Node(uid, task, batch[uid], next(seq))  # type: ignore[arg-type]
+            node = Node(uid, task, batch[uid], next(seq))
             live[uid] = node
             nodes.append(node)
         return nodes

@@ -36,7 +36,10 @@ DISABLED_ENV = "RHAPSODY_DISABLED_PLUGINS"
 CORE_DISTRIBUTION = "rhapsody-core"
 # Backends we publish separately: discovery lists them even when absent, so that
 # `get_backend` can say which distribution to install.
-OFFICIAL_BACKENDS: Mapping[str, str] = {"dask": "rhapsody-dask", "radical_pilot": "rhapsody-radical"}
+OFFICIAL_BACKENDS: Mapping[str, str] = {
+    "dask": "rhapsody-dask",
+    "radical_pilot": "rhapsody-radical",
+}
 OFFICIAL_PLATFORM_CATALOG = "rhapsody-platforms"
 
 
@@ -158,8 +161,12 @@ class BackendRegistry(_NameRegistry[BackendSpec]):
     ) -> None:
         """Register backend `name`, implemented by `target` ("module:Class" or a class)."""
         if isinstance(target, str) and ":" not in target:
-            raise ValueError(f"backend {name!r}: target must look like 'module:Class', got {target!r}")
-        self._add(name, BackendSpec(name, target, tuple(requires), self._distribution, self._plugin))
+            raise ValueError(
+                f"backend {name!r}: target must look like 'module:Class', got {target!r}"
+            )
+        self._add(
+            name, BackendSpec(name, target, tuple(requires), self._distribution, self._plugin)
+        )
 
 
 class StateMapperRegistry(_NameRegistry[Mapping[str, str]]):
@@ -241,13 +248,19 @@ class PluginManager:
             if ep.name in self._disabled or dist in self._disabled:
                 continue
             if self._pm.has_plugin(ep.name):
-                self._fail(ep.name, dist, f"plugin name {ep.name!r} is already used by "
-                           f"{self._distributions.get(ep.name, 'another plugin')}")
+                self._fail(
+                    ep.name,
+                    dist,
+                    f"plugin name {ep.name!r} is already used by "
+                    f"{self._distributions.get(ep.name, 'another plugin')}",
+                )
                 continue
             try:
                 plugin = ep.load()
             except Exception as exc:
-                self._fail(ep.name, dist, f"cannot import {ep.value!r}: {type(exc).__name__}: {exc}")
+                self._fail(
+                    ep.name, dist, f"cannot import {ep.value!r}: {type(exc).__name__}: {exc}"
+                )
                 continue
             try:
                 self.register(plugin, ep.name, dist, version)
@@ -278,7 +291,8 @@ class PluginManager:
                 self._fail(impl.plugin_name, registry._distribution, str(exc))
             except Exception as exc:
                 self._fail(
-                    impl.plugin_name, registry._distribution,
+                    impl.plugin_name,
+                    registry._distribution,
                     f"{hook_name} raised {type(exc).__name__}: {exc}",
                 )
 
@@ -331,16 +345,27 @@ class PluginManager:
                 "hooks": hooks,
                 "backends": [b for b in backends.names() if backends.get(b).plugin == name],  # type: ignore[union-attr]
             }
-            owned_mappers = [m for m in mappers.names() if mappers.distribution_of(m) == entry["distribution"]]
-            owned_platforms = [p for p in platforms.names() if platforms.distribution_of(p) == entry["distribution"]]
+            owned_mappers = [
+                m for m in mappers.names() if mappers.distribution_of(m) == entry["distribution"]
+            ]
+            owned_platforms = [
+                p
+                for p in platforms.names()
+                if platforms.distribution_of(p) == entry["distribution"]
+            ]
             if owned_mappers:
                 entry["state_mappers"] = owned_mappers
             if owned_platforms:
                 entry["platforms"] = owned_platforms
             info.append(entry)
         for failure in self.failures:
-            info.append({"name": failure.plugin, "distribution": failure.distribution,
-                         "error": failure.error})
+            info.append(
+                {
+                    "name": failure.plugin,
+                    "distribution": failure.distribution,
+                    "error": failure.error,
+                }
+            )
         return info
 
 
@@ -415,4 +440,3 @@ def get_backend(name: str, **kwargs: Any) -> BaseExecutionBackend:
 def state_mapper_table(backend: str) -> Mapping[str, str]:
     """The native-state table registered for `backend` (empty when none was registered)."""
     return get_plugin_manager().state_mappers.get(backend) or {}
-

@@ -40,7 +40,9 @@ def detect_gpus() -> tuple[str, ...]:
         out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return ()
-    return tuple(m.group(1) for line in out.stdout.splitlines() if (m := _NVIDIA_SMI_LINE.match(line)))
+    return tuple(
+        m.group(1) for line in out.stdout.splitlines() if (m := _NVIDIA_SMI_LINE.match(line))
+    )
 
 
 @attrs.frozen

@@ -76,7 +76,8 @@ class Session:
                 raise TaskValidationError(
                     f"no backend named {name!r} in this session "
                     f"(have: {', '.join(self._backends)})",
-                    uid=task.get("uid"), field="backend",
+                    uid=task.get("uid"),
+                    field="backend",
                 )
             groups.setdefault(name, []).append(task)
         by_uid: dict[str, asyncio.Future[Any]] = {}
@@ -103,7 +104,9 @@ class Session:
         if futures:
             _, pending = await asyncio.wait(futures, timeout=timeout)
             if pending:
-                raise asyncio.TimeoutError(f"{len(pending)} task(s) still unfinished after {timeout} s")
+                raise asyncio.TimeoutError(
+                    f"{len(pending)} task(s) still unfinished after {timeout} s"
+                )
         return [f.result() for f in futures if not f.cancelled() and f.exception() is None]
 
     wait = wait_tasks
@@ -154,4 +157,6 @@ async def _shutdown_all(backends: list[BaseExecutionBackend]) -> None:
     results = await asyncio.gather(*(b.shutdown() for b in backends), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
-        raise SessionError(f"{len(errors)} backend(s) failed to shut down: {errors[0]!r}") from errors[0]
+        raise SessionError(
+            f"{len(errors)} backend(s) failed to shut down: {errors[0]!r}"
+        ) from errors[0]

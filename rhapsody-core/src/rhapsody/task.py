@@ -55,7 +55,9 @@ class TaskDescription:
         get = task.get
         backend_kwargs = get("task_backend_specific_kwargs") or {}
         if not isinstance(backend_kwargs, Mapping):
-            raise bad("task_backend_specific_kwargs", f"must be a dict, got {_kind(backend_kwargs)}")
+            raise bad(
+                "task_backend_specific_kwargs", f"must be a dict, got {_kind(backend_kwargs)}"
+            )
 
         def field(name: str, default: Any) -> Any:
             value = get(name)
@@ -104,7 +106,9 @@ class TaskDescription:
             if isinstance(working_directory, os.PathLike):
                 working_directory = os.fspath(working_directory)
             if not isinstance(working_directory, str) or not working_directory:
-                raise bad("working_directory", f"must be a path string, got {_kind(working_directory)}")
+                raise bad(
+                    "working_directory", f"must be a path string, got {_kind(working_directory)}"
+                )
             _no_nul(working_directory, "working_directory", bad)
 
         dependencies = _dependencies(get("dependencies"), uid, bad)
@@ -118,7 +122,9 @@ class TaskDescription:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
                 raise bad("timeout", f"must be a number of seconds, got {_kind(timeout)}")
             if not timeout > 0 or math.isinf(timeout):
-                raise bad("timeout", f"must be a positive, finite number of seconds, got {timeout!r}")
+                raise bad(
+                    "timeout", f"must be a positive, finite number of seconds, got {timeout!r}"
+                )
             timeout = float(timeout)
 
         shell = field("shell", False)
@@ -129,11 +135,27 @@ class TaskDescription:
 
         isolation = get("isolation") or "thread"
         if isolation not in ISOLATION_MODES:
-            raise bad("isolation", f"must be one of {', '.join(ISOLATION_MODES)}, got {isolation!r}")
+            raise bad(
+                "isolation", f"must be one of {', '.join(ISOLATION_MODES)}, got {isolation!r}"
+            )
 
         return cls(
-            uid, executable, arguments, function, args, kwargs, environment, working_directory,
-            dependencies, cores, gpus, timeout, retries, shell, isolation, dict(backend_kwargs),
+            uid,
+            executable,
+            arguments,
+            function,
+            args,
+            kwargs,
+            environment,
+            working_directory,
+            dependencies,
+            cores,
+            gpus,
+            timeout,
+            retries,
+            shell,
+            isolation,
+            dict(backend_kwargs),
         )
 
 
@@ -193,7 +215,9 @@ def _dependencies(raw: Any, uid: str, bad: BadField) -> tuple[str, ...]:
         if isinstance(dep, Mapping):  # a task dict stands for its uid
             dep = dep.get("uid")
         if not isinstance(dep, str) or not dep:
-            raise bad("dependencies", f"each dependency must be a task uid string, got {_kind(dep)}")
+            raise bad(
+                "dependencies", f"each dependency must be a task uid string, got {_kind(dep)}"
+            )
         if dep == uid:
             raise bad("dependencies", "a task cannot depend on itself")
         deps.append(dep)
@@ -208,4 +232,4 @@ def _count(value: Any, field: str, minimum: int, bad: BadField) -> int:
             raise bad(field, f"must be a whole number, got {_kind(value)}")
     if value < minimum:
         raise bad(field, f"must be >= {minimum}, got {value}")
-    return value
+    return int(value)

@@ -4,7 +4,6 @@ from rhapsody.backends.base import BaseBackend, BaseExecutionBackend, Outcome, T
 from rhapsody.backends.constants import StateMapper, TasksMainStates
 from rhapsody.backends.execution import ConcurrentExecutionBackend, NoopExecutionBackend
 from rhapsody.plugins import discover_backends, get_backend
-from rhapsody.session import Session
 
 __all__ = [
     "BaseBackend",
@@ -19,3 +18,12 @@ __all__ = [
     "discover_backends",
     "get_backend",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # `Session` imports this package's base module: resolve it lazily to avoid a cycle.
+    if name == "Session":
+        from rhapsody.session import Session
+
+        return Session
+    raise AttributeError(f"module 'rhapsody.backends' has no attribute {name!r}")

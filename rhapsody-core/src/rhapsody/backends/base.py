@@ -237,7 +237,9 @@ class BaseExecutionBackend:
                 elif finished[dep] != DONE:
                     failed_dep = dep
             if failed_dep is not None:
-                self._finish(node, FAILED, reason=_dependency_reason(failed_dep, finished[failed_dep]))
+                self._finish(
+                    node, FAILED, reason=_dependency_reason(failed_dep, finished[failed_dep])
+                )
             elif node.waiting == 0:
                 ready.append(node)
         for node in ready:
@@ -273,15 +275,20 @@ class BaseExecutionBackend:
             handles = [n.handle for n in self._graph.live.values() if n.handle is not None]
             if handles:
                 _, stuck = await asyncio.wait(handles, timeout=self.shutdown_grace)
-                for handle in stuck:
-                    logger.warning("%s: a task attempt did not stop within %.0f s",
-                                   self.name, self.shutdown_grace)
+                for _handle in stuck:
+                    logger.warning(
+                        "%s: a task attempt did not stop within %.0f s",
+                        self.name,
+                        self.shutdown_grace,
+                    )
             if self._status == RUNNING:
                 await self._stop()
         finally:
             self._status = SHUTDOWN
 
-    def link_implicit_data_deps(self, src_task: dict[str, Any], dst_task: dict[str, Any]) -> dict[str, Any]:
+    def link_implicit_data_deps(
+        self, src_task: dict[str, Any], dst_task: dict[str, Any]
+    ) -> dict[str, Any]:
         """Data produced by `src_task` is found by `dst_task` in `src_task`'s working directory."""
         source = src_task.get("working_directory") or str(self.work_dir)
         return {"source": source, "target": dst_task.get("working_directory") or str(self.work_dir)}
@@ -334,8 +341,13 @@ class BaseExecutionBackend:
             try:
                 callback(task, state)
             except Exception:
-                logger.exception("%s: callback %r raised on task %r -> %s; ignored",
-                                 self.name, callback, node.uid, state)
+                logger.exception(
+                    "%s: callback %r raised on task %r -> %s; ignored",
+                    self.name,
+                    callback,
+                    node.uid,
+                    state,
+                )
 
     def _move(self, node: Node, new: str) -> None:
         if new not in TRANSITIONS[node.state]:
@@ -400,11 +412,12 @@ class BaseExecutionBackend:
         ctx = ExecutionContext(self, node)
         if self._sync_execute:
             self._move(node, EXECUTING)
+            outcome: Any
             try:
-                outcome = self._execute(node.desc, ctx)
+                outcome = self._execute(node.desc, ctx)  # a plain method: returns the Outcome
             except Exception as exc:
                 outcome = self._backend_failure(exc)
-            self._complete(node, outcome)  # type: ignore[arg-type]
+            self._complete(node, outcome)
         else:
             assert self._loop is not None
             self._loop.create_task(self._run(node, ctx))
@@ -444,7 +457,9 @@ class BaseExecutionBackend:
 
     def _backend_failure(self, exc: Exception) -> Outcome:
         logger.debug("%s: backend error", self.name, exc_info=exc)
-        return Outcome.failure(f"{self.name} backend error: {type(exc).__name__}: {exc}", exception=exc)
+        return Outcome.failure(
+            f"{self.name} backend error: {type(exc).__name__}: {exc}", exception=exc
+        )
 
     def _on_timeout(self, node: Node) -> None:
         if node.handle is not None:
@@ -470,7 +485,9 @@ class BaseExecutionBackend:
             self._enqueue(node)
         else:
             _write_outcome(node.task, outcome)
-            self._finish(node, FAILED, reason=outcome.reason or "failed", exception=outcome.exception)
+            self._finish(
+                node, FAILED, reason=outcome.reason or "failed", exception=outcome.exception
+            )
         self._schedule()
 
     def _cancel(self, node: Node) -> None:
@@ -531,7 +548,9 @@ class BaseExecutionBackend:
             task["exception"] = exception
             self._move(node, FAILED)
             if not future.done():
-                error = TaskExecutionError(f"task {node.uid!r} failed: {message}", uid=node.uid, task=task)
+                error = TaskExecutionError(
+                    f"task {node.uid!r} failed: {message}", uid=node.uid, task=task
+                )
                 error.__cause__ = exception
                 future.set_exception(error)
                 future.exception()  # retrieved: no "never retrieved" noise when unused
@@ -567,4 +586,3 @@ def _write_outcome(task: dict[str, Any], outcome: Outcome) -> None:
 
 def _dependency_reason(uid: str, state: str) -> str:
     return f"dependency {uid!r} {state.lower()}"
-

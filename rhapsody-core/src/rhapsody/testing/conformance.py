@@ -50,15 +50,17 @@ class BackendConformance:
         raise NotImplementedError("subclasses return a new, unstarted backend")
 
     def make_task(self, kind: str) -> dict[str, Any] | None:
+        table: dict[str, dict[str, Any]] = {}
         if self.runs_executables:
-            return {
+            table = {
                 "ok": {"executable": "/bin/true"},
                 "fail": {"executable": "/bin/false"},
                 "slow": {"executable": "/bin/sleep", "arguments": ["0.3"]},
-            }.get(kind)
-        if self.runs_functions:
-            return {"ok": {"function": _succeed, "args": [1]}, "fail": {"function": _fail}}.get(kind)
-        return None
+            }
+        elif self.runs_functions:
+            table = {"ok": {"function": _succeed, "args": [1]}, "fail": {"function": _fail}}
+        task = table.get(kind)
+        return dict(task) if task is not None else None
 
     # -- fixtures ------------------------------------------------------------------------------
     @pytest.fixture(scope="class")
@@ -88,7 +90,9 @@ class BackendConformance:
 
     # -- the contract --------------------------------------------------------------------------
     @pytest.mark.anyio
-    async def test_futures_in_submission_order_and_by_uid(self, backend: BaseExecutionBackend) -> None:
+    async def test_futures_in_submission_order_and_by_uid(
+        self, backend: BaseExecutionBackend
+    ) -> None:
         tasks = [self._task("ok", f"order.{i}") for i in range(5)]
         futures = await backend.submit_tasks(tasks)
         assert len(futures) == 5
@@ -187,10 +191,12 @@ class BackendConformance:
         with pytest.raises(TaskValidationError, match="unknown task"):
             await backend.submit_tasks([self._task("ok", "val.x", dependencies=["nope"])])
         with pytest.raises(TaskValidationError, match="cycle"):
-            await backend.submit_tasks([
-                self._task("ok", "val.c1", dependencies=["val.c2"]),
-                self._task("ok", "val.c2", dependencies=["val.c1"]),
-            ])
+            await backend.submit_tasks(
+                [
+                    self._task("ok", "val.c1", dependencies=["val.c2"]),
+                    self._task("ok", "val.c2", dependencies=["val.c1"]),
+                ]
+            )
         [result] = await self._run(backend, [good])  # the same uid is still free
         assert result["state"] == DONE
         with pytest.raises(TaskValidationError, match="already used"):
@@ -215,7 +221,7 @@ class BackendConformance:
         task = self._task("slow", "cancel.running")
         futures = await backend.submit_tasks([task])
         with anyio.fail_after(self.wait_timeout):
-            while task.get("state") != EXECUTING:
+            while task.get("state") != EXECUTING:  # noqa: ASYNC110 - polls any backend's dict
                 await asyncio.sleep(0.01)
         assert await backend.cancel_task("cancel.running") is True
         with anyio.fail_after(self.wait_timeout):
@@ -233,8 +239,11 @@ class BackendConformance:
     async def test_state_machine_invariants(self, backend: BaseExecutionBackend) -> None:
         def drive() -> None:
             run_state_machine(
-                backend, self.make_task, anyio.from_thread.run,
-                max_examples=self.state_machine_examples, settle_timeout=self.wait_timeout,
+                backend,
+                self.make_task,
+                anyio.from_thread.run,
+                max_examples=self.state_machine_examples,
+                settle_timeout=self.wait_timeout,
             )
 
         await anyio.to_thread.run_sync(drive)
@@ -258,7 +267,8 @@ class BackendConformance:
             finals = [s for s in seen[task["uid"]] if s in FINAL_STATES]
             assert len(finals) == 1, (task["uid"], seen[task["uid"]])
         leftover = [
-            p for p in psutil.Process().children(recursive=True)
+            p
+            for p in psutil.Process().children(recursive=True)
             if p.pid not in before and p.is_running() and p.status() != psutil.STATUS_ZOMBIE
         ]
         assert not leftover, f"processes left after shutdown: {leftover}"

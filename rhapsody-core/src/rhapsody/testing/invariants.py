@@ -58,7 +58,9 @@ class InvariantRecorder:
         if state == DONE:
             for dep in self.deps[uid]:
                 if self.last_state(dep) != DONE:
-                    self.violations.append(f"{uid} DONE while dependency {dep} is {self.last_state(dep)}")
+                    self.violations.append(
+                        f"{uid} DONE while dependency {dep} is {self.last_state(dep)}"
+                    )
 
     def _account(self, uid: str, task: dict[str, Any], *, start: bool) -> None:
         pool = self.backend.resources

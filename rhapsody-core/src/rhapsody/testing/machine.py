@@ -59,6 +59,7 @@ def run_state_machine(
         def __init__(self) -> None:
             super().__init__()
             self.prefix = f"{recorder.prefix}{next(example_ids)}."
+            recorder.violations.clear()  # examples are independent (hypothesis replays them)
             self.uids: list[str] = []
             self.futures: dict[str, asyncio.Future[Any]] = {}
 
@@ -78,6 +79,10 @@ def run_state_machine(
                     else []
                 )
                 task.update(uid=uid, dependencies=deps)
+                pool = backend.resources
+                if pool is not None:  # random shapes exercise slot accounting (invariant 4)
+                    task["cores"] = data.draw(st.integers(1, pool.total_cores), label="cores")
+                    task["gpus"] = data.draw(st.integers(0, pool.total_gpus), label="gpus")
                 tasks.append(task)
             recorder.track(tasks)
             futures = call(backend.submit_tasks, tasks)

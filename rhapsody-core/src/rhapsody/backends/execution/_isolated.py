@@ -23,8 +23,12 @@ _context = multiprocessing.get_context("spawn")
 
 
 def _entry(
-    conn: Connection, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-    env: dict[str, str] | None, cwd: str | None,
+    conn: Connection,
+    func: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    env: dict[str, str] | None,
+    cwd: str | None,
 ) -> None:
     os.setsid()  # own process group, like executable tasks: the whole tree can be killed
     if env is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import signal
@@ -33,22 +34,18 @@ class Child:
         except psutil.Error:
             escaped = []
         for kill in (os.killpg, os.kill):  # the group, and the leader even before its setsid()
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 kill(self.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
         for proc in escaped:  # descendants that moved to another process group
-            try:
+            with contextlib.suppress(psutil.Error):
                 proc.send_signal(sig)
-            except psutil.Error:
-                pass
 
     async def kill_tree(self, grace: float) -> None:
         """SIGTERM the tree, then SIGKILL whatever is still alive after `grace` seconds."""
         self.signal_tree(signal.SIGTERM)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while loop.time() < deadline and _alive(self.pid):
+        while loop.time() < deadline and _alive(self.pid):  # noqa: ASYNC110 - no exit event for a group
             await asyncio.sleep(0.02)
         self.signal_tree(signal.SIGKILL)
 
@@ -174,10 +171,8 @@ async def run(
         # The task is over: reap what it left behind in its group, so nothing outlives it and
         # the pipes reach EOF.
         child.signal_tree(signal.SIGKILL)
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(capture.closed), PIPE_GRACE)
-        except asyncio.TimeoutError:
-            pass
     finally:
         running.discard(child)
         transport.close()

@@ -9,12 +9,12 @@ that task. Slots (cores, GPUs) are accounted by the engine so the node is never 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import os
 from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+
 from rhapsody.backends.base import BaseExecutionBackend, ExecutionContext, Outcome
 from rhapsody.errors import TaskValidationError
 from rhapsody.resources import ResourcePool, detect_cores, detect_gpus
@@ -53,7 +53,9 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
             cores = detect_cores()
         if gpus is None:
             gpu_ids: tuple[str, ...] = detect_gpus()
-        elif isinstance(gpus, int) and not isinstance(gpus, bool):
+        elif isinstance(gpus, bool):
+            raise TypeError("gpus must be a count or a list of GPU identifiers, not a bool")
+        elif isinstance(gpus, int):
             if gpus < 0:
                 raise ValueError(f"gpus must be >= 0, got {gpus}")
             gpu_ids = tuple(str(i) for i in range(gpus))
@@ -90,13 +92,19 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
                     raise TaskValidationError(
                         "a function task running on a thread shares the process's "
                         f"{field.replace('_', ' ')}; set isolation='process' to give it its own",
-                        uid=task.uid, field=field,
+                        uid=task.uid,
+                        field=field,
                     )
 
     async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
         if task.function is None:
             return await _subprocess.run(
-                task, ctx, self._env_for(task, ctx), self._max_output, self._kill_grace, self._running
+                task,
+                ctx,
+                self._env_for(task, ctx),
+                self._max_output,
+                self._kill_grace,
+                self._running,
             )
         env = self._env_for(task, ctx)
         if task.isolation == "process":
@@ -131,5 +139,3 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
         except Exception as exc:
             return Outcome.failure(f"{type(exc).__name__}: {exc}", exception=exc)
         return Outcome(True, return_value=value)
-
-

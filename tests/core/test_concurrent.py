@@ -1,0 +1,334 @@
+"""The concurrent backend's own behaviour, beyond the shared conformance suite.
+
+Several of these would fail on the original rhapsody-py concurrent backend (no environment
+merge, no working directory, no GPUs, no concurrency limit, no timeout, orphaned processes,
+unquoted shell arguments, no CANCELED callbacks at shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from rhapsody.backends.execution import ConcurrentExecutionBackend
+from rhapsody.errors import ResourceError, TaskExecutionError, TaskValidationError
+from rhapsody.testing import InvariantRecorder
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> Any:
+    backend = await ConcurrentExecutionBackend(cores=2, gpus=0, work_dir=tmp_path / "work")
+    yield backend
+    await backend.shutdown()
+
+
+async def run(backend: ConcurrentExecutionBackend, *tasks: dict[str, Any]) -> list[Any]:
+    futures = await backend.submit_tasks(list(tasks))
+    return await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 60)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def test_environment_is_merged_over_the_parents(backend: Any) -> None:
+    [result] = await run(
+        backend,
+        {
+            "executable": "/bin/sh",
+            "arguments": ["-c", 'echo "$RHAPSODY_X|$HOME"'],
+            "environment": {"RHAPSODY_X": "set"},
+        },
+    )
+    assert result["stdout"].strip() == f"set|{os.environ['HOME']}"
+
+
+async def test_working_directory_is_created(backend: Any, tmp_path: Path) -> None:
+    where = tmp_path / "deep" / "er"
+    [result] = await run(backend, {"executable": "/bin/pwd", "working_directory": str(where)})
+    assert result["stdout"].strip() == str(where)
+
+
+async def test_arguments_reach_the_program_verbatim(backend: Any) -> None:
+    hostile = ["; rm -rf /", "$(whoami)", "`id`", "a b", "'\"", "ünïcode ✓", ""]
+    [result] = await run(
+        backend, {"executable": "/usr/bin/printf", "arguments": ["%s\\n", *hostile]}
+    )
+    assert result["stdout"].split("\n")[:-1] == hostile
+
+
+async def test_shell_true_quotes_each_argument(backend: Any) -> None:
+    [result] = await run(
+        backend, {"executable": "echo", "arguments": ["a  b", "$(whoami)"], "shell": True}
+    )
+    assert result["stdout"] == "a  b $(whoami)\n"
+    [piped] = await run(backend, {"executable": "echo one two | wc -w", "shell": True})
+    assert piped["stdout"].strip() == "2"
+
+
+async def test_exit_code_and_signal_are_reported(backend: Any) -> None:
+    code, killed = await run(
+        backend,
+        {"uid": "code", "executable": "/bin/sh", "arguments": ["-c", "echo oops >&2; exit 3"]},
+        {"uid": "sig", "executable": "/bin/sh", "arguments": ["-c", "kill -9 $$"]},
+    )
+    assert isinstance(code, TaskExecutionError) and "exit code 3" in str(code)
+    assert code.task["exit_code"] == 3 and code.task["stderr"] == "oops\n"
+    assert isinstance(killed, TaskExecutionError) and "SIGKILL" in str(killed)
+
+
+async def test_missing_executable_fails_clearly(backend: Any) -> None:
+    [error] = await run(backend, {"uid": "nx", "executable": "/no/such/program"})
+    assert isinstance(error, TaskExecutionError)
+    assert "cannot start '/no/such/program'" in str(error)
+
+
+async def test_never_more_tasks_than_cores(backend: Any) -> None:
+    recorder = InvariantRecorder(backend, uid_prefix="lim.")
+    tasks = [
+        {"uid": f"lim.{i}", "executable": "/bin/sleep", "arguments": ["0.1"]} for i in range(8)
+    ]
+    tasks.append({"uid": "lim.wide", "executable": "/bin/true", "cores": 2})
+    recorder.track(tasks)
+    results = await run(backend, *tasks)
+    assert all(r["state"] == "DONE" for r in results)
+    recorder.assert_ok()
+    assert recorder.peak_cores == 2
+
+
+async def test_request_larger_than_node_rejected_at_submit(backend: Any) -> None:
+    with pytest.raises(ResourceError, match="'big' asks for 3 core"):
+        await backend.submit_tasks([{"uid": "big", "executable": "/bin/true", "cores": 3}])
+    with pytest.raises(ResourceError, match="1 GPU"):
+        await backend.submit_tasks([{"uid": "gpu", "executable": "/bin/true", "gpus": 1}])
+
+
+async def test_gpu_tasks_get_exactly_their_gpus(tmp_path: Path) -> None:
+    backend = await ConcurrentExecutionBackend(cores=4, gpus=["3", "5"], work_dir=tmp_path)
+    try:
+        show = ["-c", 'echo "[$CUDA_VISIBLE_DEVICES]"; sleep 0.2']
+        results = await run(
+            backend,
+            {"uid": "g1", "executable": "/bin/sh", "arguments": show, "gpus": 1},
+            {"uid": "g2", "executable": "/bin/sh", "arguments": show, "gpus": 1},
+            {"uid": "both", "executable": "/bin/sh", "arguments": show, "gpus": 2},
+            {"uid": "cpu", "executable": "/bin/sh", "arguments": show},
+        )
+        seen = {r["uid"]: r["stdout"].strip() for r in results}
+        assert {seen["g1"], seen["g2"]} == {"[3]", "[5]"}
+        assert seen["both"] == "[3,5]"
+        assert seen["cpu"] == "[]"
+    finally:
+        await backend.shutdown()
+
+
+async def test_timeout_kills_the_whole_process_tree(backend: Any, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    [error] = await run(
+        backend,
+        {
+            "uid": "slow",
+            "executable": "/bin/sh",
+            "timeout": 0.5,
+            "arguments": ["-c", f"sleep 30 & echo $! > {pidfile}; wait"],
+        },
+    )
+    assert isinstance(error, TaskExecutionError) and "timed out after 0.5 s" in str(error)
+    grandchild = int(pidfile.read_text())
+    await asyncio.sleep(0.1)
+    assert not alive(grandchild)
+
+
+async def test_background_child_does_not_hold_the_task(backend: Any, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    [result] = await run(
+        backend, {"executable": "/bin/sh", "arguments": ["-c", f"sleep 30 & echo $! > {pidfile}"]}
+    )
+    assert result["state"] == "DONE"
+    assert not alive(int(pidfile.read_text()))
+
+
+async def test_cancel_running_kills_the_process(backend: Any, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    futures = await backend.submit_tasks(
+        [
+            {
+                "uid": "victim",
+                "executable": "/bin/sh",
+                "arguments": ["-c", f"echo $$ > {pidfile}; exec sleep 30"],
+            }
+        ]
+    )
+    for _ in range(200):
+        if pidfile.exists() and pidfile.read_text().strip():
+            break
+        await asyncio.sleep(0.02)
+    assert await backend.cancel_task("victim")
+    await asyncio.wait(futures, timeout=10)
+    assert futures[0].cancelled()
+    assert not alive(int(pidfile.read_text()))
+
+
+async def test_retries_rerun_and_callbacks_see_each_attempt(backend: Any, tmp_path: Path) -> None:
+    counter = tmp_path / "count"
+    seen: list[tuple[str, Any]] = []
+    backend.register_callback(
+        lambda t, s: seen.append((s, t.get("attempt"))) if t["uid"] == "r" else None
+    )
+    script = f'n=$(cat {counter} 2>/dev/null || echo 0); echo $((n+1)) > {counter}; [ "$n" -ge 2 ]'
+    [result] = await run(
+        backend, {"uid": "r", "executable": "/bin/sh", "arguments": ["-c", script], "retries": 3}
+    )
+    assert result["state"] == "DONE" and result["attempt"] == 3
+    assert [a for s, a in seen if s == "EXECUTING"] == [1, 2, 3]
+    [error] = await run(backend, {"uid": "never", "executable": "/bin/false", "retries": 1})
+    assert isinstance(error, TaskExecutionError) and error.task["attempt"] == 2
+
+
+async def test_large_output_goes_to_a_file(tmp_path: Path) -> None:
+    backend = await ConcurrentExecutionBackend(cores=1, max_output=1000, work_dir=tmp_path)
+    try:
+        [result] = await run(
+            backend, {"uid": "big", "executable": "/bin/sh", "arguments": ["-c", "seq 1 100000"]}
+        )
+        path = Path(result["stdout_file"])
+        assert path.parent == tmp_path
+        assert path.read_text().splitlines()[-1] == "100000"
+        assert len(result["stdout"]) <= 64 * 1024
+        assert result["stdout"].endswith("100000\n")
+    finally:
+        await backend.shutdown()
+
+
+async def test_shutdown_reports_canceled_and_kills_everything(tmp_path: Path) -> None:
+    backend = await ConcurrentExecutionBackend(cores=2, work_dir=tmp_path)
+    finals: dict[str, str] = {}
+    backend.register_callback(
+        lambda t, s: (
+            finals.__setitem__(t["uid"], s) if s in ("DONE", "FAILED", "CANCELED") else None
+        )
+    )
+    tasks = [{"uid": f"s{i}", "executable": "/bin/sleep", "arguments": ["30"]} for i in range(5)]
+    futures = await backend.submit_tasks(tasks)
+    await asyncio.sleep(0.2)
+    await asyncio.wait_for(backend.shutdown(), 20)
+    assert finals == {f"s{i}": "CANCELED" for i in range(5)}
+    assert all(f.cancelled() for f in futures)
+    assert not [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if p.status() != psutil.STATUS_ZOMBIE and "sleep" in p.name()
+    ]
+
+
+async def test_tasks_submitted_from_a_callback(backend: Any) -> None:
+    spawned: list[asyncio.Future[Any]] = []
+
+    def on_state(task: dict[str, Any], state: str) -> None:
+        if task["uid"] == "parent" and state == "DONE":
+
+            async def follow_up() -> None:
+                futures = await backend.submit_tasks(
+                    [
+                        {
+                            "uid": "child",
+                            "executable": "/bin/echo",
+                            "arguments": ["child"],
+                            "dependencies": ["parent"],
+                        }
+                    ]
+                )
+                spawned.extend(futures)
+
+            spawned.append(asyncio.ensure_future(follow_up()))
+
+    backend.register_callback(on_state)
+    await run(backend, {"uid": "parent", "executable": "/bin/true"})
+    await asyncio.wait_for(spawned[0], 10)
+    child = await asyncio.wait_for(spawned[1], 10)
+    assert child["stdout"] == "child\n"
+
+
+async def square_later(x: int) -> int:
+    await asyncio.sleep(0.01)
+    return x * x
+
+
+def crash() -> None:
+    os._exit(3)
+
+
+def where_am_i() -> tuple[str, str | None]:
+    return os.getcwd(), os.environ.get("RHAPSODY_ISO")
+
+
+def hang() -> None:
+    import time
+
+    time.sleep(60)
+
+
+async def test_function_tasks_sync_and_async(backend: Any) -> None:
+    def boom() -> None:
+        raise KeyError("nope")
+
+    a, b, c = await run(
+        backend,
+        {"uid": "async", "function": square_later, "args": [4]},
+        {"uid": "sync", "function": divmod, "args": [7], "kwargs": {}},
+        {"uid": "raise", "function": boom},
+    )
+    assert a["return_value"] == 16
+    assert isinstance(b, TaskExecutionError)  # divmod needs 2 arguments: the TypeError is the cause
+    assert isinstance(b.__cause__, TypeError)
+    assert isinstance(c, TaskExecutionError) and isinstance(c.task["exception"], KeyError)
+
+
+async def test_thread_functions_cannot_claim_their_own_environment(backend: Any) -> None:
+    with pytest.raises(TaskValidationError, match="isolation='process'"):
+        await backend.submit_tasks([{"function": print, "environment": {"A": "1"}}])
+
+
+async def test_isolated_function_crash_fails_only_that_task(backend: Any, tmp_path: Path) -> None:
+    crashed, placed, after = await run(
+        backend,
+        {"uid": "crash", "function": crash, "isolation": "process"},
+        {
+            "uid": "placed",
+            "function": where_am_i,
+            "isolation": "process",
+            "working_directory": str(tmp_path / "iso"),
+            "environment": {"RHAPSODY_ISO": "yes"},
+        },
+        {"uid": "after", "function": square_later, "args": [3], "dependencies": ["crash"]},
+    )
+    assert isinstance(crashed, TaskExecutionError)
+    assert "worker process exit code 3 before returning a result" in str(crashed)
+    assert placed["return_value"] == (str(tmp_path / "iso"), "yes")
+    assert isinstance(after, TaskExecutionError) and "dependency 'crash' failed" in str(after)
+    [ok] = await run(backend, {"function": square_later, "args": [5]})
+    assert ok["return_value"] == 25
+
+
+async def test_isolated_function_timeout_kills_it(backend: Any) -> None:
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    [error] = await run(
+        backend, {"uid": "hang", "function": hang, "isolation": "process", "timeout": 3}
+    )
+    assert isinstance(error, TaskExecutionError) and "timed out" in str(error)
+    new = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    assert not [p for p in new if alive(p.pid)]
