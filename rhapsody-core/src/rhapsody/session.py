@@ -1,14 +1,22 @@
-"""`Session`: one entry point over one or more backends, routing each task by its `backend`."""
+"""`Session`: one entry point over one or more backends, routing each task by its `backend`.
+
+It also owns the services the workflow's tasks share: a loopback service registry
+(`registry_start`) and loopback proxies to registered services (`proxy_start`). A session writes
+nothing to disk.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
 from rhapsody.backends.base import BaseExecutionBackend, Callback, TaskFutures
 from rhapsody.errors import SessionError, TaskValidationError
+from rhapsody.proxy import ServiceProxy
+from rhapsody.registry import ENV_VAR, ServiceRegistry
 
 _session_ids = itertools.count(1)
 
@@ -28,6 +36,9 @@ class Session:
         self._callbacks: list[Callback] = []
         self._futures: dict[str, asyncio.Future[Any]] = {}
         self._closed = False
+        self._registry: ServiceRegistry | None = None
+        self._proxies: dict[str, ServiceProxy] = {}
+        self._env_before: str | None = None
         for backend in backends or ():
             self.add_backend(backend)
 
@@ -47,6 +58,8 @@ class Session:
                 "so tasks can be routed to it"
             )
         self._backends[backend.name] = backend
+        backend.is_attached = True
+        backend.attached_to.append(self.uid)
         for callback in self._callbacks:
             backend.register_callback(callback)
 
@@ -111,11 +124,77 @@ class Session:
 
     wait = wait_tasks
 
+    # -- shared services ---------------------------------------------------------------------
+    @property
+    def registry(self) -> ServiceRegistry | None:
+        """The service registry, once `registry_start()` ran (None before)."""
+        return self._registry
+
+    async def registry_start(self) -> str:
+        """Start the session's service registry (idempotent); returns its address.
+
+        It listens on 127.0.0.1 only and lives until `close()`. While it runs, this process's
+        `RHAPSODY_REGISTRY` names it, so every task started afterwards on this host can
+        `rhapsody.registry.publish(name, endpoint)` and `lookup(name, wait=...)`.
+        """
+        self._check_open()
+        if self._registry is None:
+            registry = ServiceRegistry()
+            address = await registry.start()
+            self._registry = registry
+            self._env_before = os.environ.get(ENV_VAR)
+            os.environ[ENV_VAR] = address
+        assert self._registry.address is not None
+        return self._registry.address
+
+    async def proxy_start(
+        self, service: str, *, port: int = 0, resolve_timeout: float = 30.0
+    ) -> str:
+        """Open `127.0.0.1:port` (0: any free port) forwarding every connection to the endpoint
+        that `service` publishes in the registry (started if needed); returns `host:port`.
+
+        Each connection waits up to `resolve_timeout` seconds for the service to be published.
+        Calling it again for the same service returns the running proxy's address.
+        """
+        self._check_open()
+        proxy = self._proxies.get(service)
+        if proxy is None:
+            await self.registry_start()
+            assert self._registry is not None
+            proxy = ServiceProxy(
+                self._registry, service, port=port, resolve_timeout=resolve_timeout
+            )
+            await proxy.start()
+            self._proxies[service] = proxy
+        assert proxy.address is not None
+        return proxy.address
+
+    @property
+    def proxies(self) -> dict[str, str]:
+        """Running proxies: service name -> local address."""
+        return {name: p.address for name, p in self._proxies.items() if p.address is not None}
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionError(f"session {self.uid} is closed")
+
     # -- lifetime --------------------------------------------------------------------------
     def close(self) -> _Closing:
-        """Shut every backend down. Call it plainly, or `await session.close()` to wait."""
+        """Shut every backend down, then the proxies and the registry. Call it plainly, or
+        `await session.close()` to wait."""
         self._closed = True
-        return _Closing(list(self._backends.values()))
+        services: list[ServiceProxy | ServiceRegistry] = [*self._proxies.values()]
+        if self._registry is not None:
+            services.append(self._registry)
+            # Tasks started from now on must not find a registry that is going away.
+            if os.environ.get(ENV_VAR) == self._registry.address:
+                if self._env_before is None:
+                    del os.environ[ENV_VAR]
+                else:
+                    os.environ[ENV_VAR] = self._env_before
+        self._proxies = {}
+        self._registry = None
+        return _Closing(list(self._backends.values()), services)
 
     async def __aenter__(self) -> Session:
         for backend in self._backends.values():
@@ -132,17 +211,21 @@ class Session:
 class _Closing:
     """Result of `Session.close()`: shutdown is scheduled at once; awaiting waits for it."""
 
-    def __init__(self, backends: list[BaseExecutionBackend]) -> None:
+    def __init__(
+        self,
+        backends: list[BaseExecutionBackend],
+        services: Sequence[ServiceProxy | ServiceRegistry] = (),
+    ) -> None:
         self._task: asyncio.Future[Any] | None = None
         active = [b for b in backends if b.state() == "RUNNING"]
-        if not active:
+        if not active and not services:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
         if loop is not None:
-            self._task = loop.create_task(_shutdown_all(active))
+            self._task = loop.create_task(_shutdown_all(active, services))
         else:
             raise SessionError(
                 "this session's backends run on an event loop: use 'await session.close()' there"
@@ -153,8 +236,18 @@ class _Closing:
             yield from self._task.__await__()
 
 
-async def _shutdown_all(backends: list[BaseExecutionBackend]) -> None:
-    results = await asyncio.gather(*(b.shutdown() for b in backends), return_exceptions=True)
+async def _shutdown_all(
+    backends: list[BaseExecutionBackend], services: Sequence[ServiceProxy | ServiceRegistry]
+) -> None:
+    # Backends first: a service task still running may use the registry until it is stopped.
+    results: list[Any] = list(
+        await asyncio.gather(*(b.shutdown() for b in backends), return_exceptions=True)
+    )
+    for service in services:  # proxies before the registry they resolve through
+        try:
+            await service.stop()
+        except Exception as exc:
+            results.append(exc)
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         raise SessionError(

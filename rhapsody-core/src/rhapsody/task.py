@@ -17,7 +17,7 @@ from rhapsody.errors import TaskValidationError
 
 ISOLATION_MODES = ("thread", "process")
 # Keys of `task_backend_specific_kwargs` that AsyncFlow uses for fields we have at top level.
-_BACKEND_KWARG_ALIASES = {"shell": "shell", "cpus": "cores", "cores": "cores", "gpus": "gpus"}
+_ALIASES_OF = {"shell": ("shell",), "cores": ("cpus", "cores"), "gpus": ("gpus",)}
 
 
 @attrs.define(slots=True, eq=False)
@@ -61,10 +61,10 @@ class TaskDescription:
 
         def field(name: str, default: Any) -> Any:
             value = get(name)
-            if value is not None:
-                return value
-            for alias, target in _BACKEND_KWARG_ALIASES.items():
-                if target == name and backend_kwargs.get(alias) is not None:
+            if value is not None or not backend_kwargs:
+                return default if value is None else value
+            for alias in _ALIASES_OF[name]:
+                if backend_kwargs.get(alias) is not None:
                     return backend_kwargs[alias]
             return default
 
@@ -172,8 +172,15 @@ def _no_nul(text: str, field: str, bad: BadField) -> None:
 
 
 def _arguments(raw: Any, bad: BadField) -> tuple[str, ...]:
-    if raw is None:
-        return ()
+    if not raw:
+        if raw is None or isinstance(raw, (list, tuple)):
+            return ()
+    elif (
+        type(raw) is list
+        and all(type(item) is str for item in raw)
+        and "\x00" not in "".join(raw)
+    ):
+        return tuple(raw)  # the common case, checked in one pass
     if not isinstance(raw, (list, tuple)):
         raise bad("arguments", f"must be a list of strings, got {_kind(raw)}")
     out = []
@@ -206,8 +213,11 @@ def _environment(raw: Any, bad: BadField) -> dict[str, str] | None:
 
 
 def _dependencies(raw: Any, uid: str, bad: BadField) -> tuple[str, ...]:
-    if raw is None:
-        return ()
+    if not raw:
+        if raw is None or isinstance(raw, (list, tuple)):
+            return ()
+    elif type(raw) is list and all(type(d) is str and d for d in raw) and uid not in raw:
+        return tuple(dict.fromkeys(raw))  # the common case, checked in one pass
     if isinstance(raw, (str, bytes)) or not isinstance(raw, (list, tuple, set, frozenset)):
         raise bad("dependencies", f"must be a list of task uids, got {_kind(raw)}")
     deps = []
@@ -225,6 +235,8 @@ def _dependencies(raw: Any, uid: str, bad: BadField) -> tuple[str, ...]:
 
 
 def _count(value: Any, field: str, minimum: int, bad: BadField) -> int:
+    if type(value) is int and value >= minimum:
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)

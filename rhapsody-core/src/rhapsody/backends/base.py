@@ -12,6 +12,8 @@ import asyncio
 import inspect
 import logging
 import os
+import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -130,9 +132,12 @@ class BaseExecutionBackend:
         work_dir: str | os.PathLike[str] | None = None,
         resources: ResourcePool | None = None,
     ) -> None:
-        self.name = name or self.backend_name
+        self.name = name or _claim_default_name(self.backend_name, self)
+        # Set by the clients that attach a backend (AsyncFlow's WorkflowEngine, Session).
         self.attached_to: list[Any] = []
-        self._work_dir = Path(work_dir) if work_dir is not None else None
+        self.is_attached = False
+        # AsyncFlow assigns a str here (its per-engine directory): `work_dir` reads either.
+        self._work_dir: str | os.PathLike[str] | None = work_dir
         self._pool = resources
         self._callbacks: list[Callback] = []
         self._graph = TaskGraph()
@@ -174,12 +179,8 @@ class BaseExecutionBackend:
         await self.shutdown()
 
     @property
-    def is_attached(self) -> bool:
-        return bool(self.attached_to)
-
-    @property
     def work_dir(self) -> Path:
-        return self._work_dir or Path.cwd()
+        return Path(self._work_dir) if self._work_dir is not None else Path.cwd()
 
     @property
     def resources(self) -> ResourcePool | None:
@@ -285,6 +286,7 @@ class BaseExecutionBackend:
                 await self._stop()
         finally:
             self._status = SHUTDOWN
+            _release_default_name(self.name, self)
 
     def link_implicit_data_deps(
         self, src_task: dict[str, Any], dst_task: dict[str, Any]
@@ -475,8 +477,13 @@ class BaseExecutionBackend:
         self._release(node)
         if node.state == EXECUTING_PENDING:  # the backend never reported the start
             self._move(node, EXECUTING)
+        if node.desc.executable is not None and node.task.get("capture_stdio"):
+            outcome = self._capture_stdio(node, outcome)
         if outcome.ok:
             _write_outcome(node.task, outcome)
+            # Clients index the result field of a DONE task (AsyncFlow: `task["return_value"]`
+            # or `task["stdout"]`), so it is present even when the task produced nothing.
+            node.task.setdefault("stdout" if node.desc.function is None else "return_value", None)
             self._finish(node, DONE)
         elif node.attempt <= node.desc.retries and not node.cancel_requested and not self._closing:
             _write_outcome(node.task, outcome)
@@ -489,6 +496,24 @@ class BaseExecutionBackend:
                 node, FAILED, reason=outcome.reason or "failed", exception=outcome.exception
             )
         self._schedule()
+
+    def _capture_stdio(self, node: Node, outcome: Outcome) -> Outcome:
+        """AsyncFlow's `capture_stdio`: the streams go to files in the work directory and
+        `stdout` / `stderr` hold their paths instead of the text. Returns a new Outcome:
+        backends may share one (noop does)."""
+        extra = dict(outcome.extra or {})
+        paths: dict[str, str] = {}
+        for stream in ("stdout", "stderr"):
+            path = extra.pop(f"{stream}_file", None)  # the backend spilled the whole stream
+            if path is None:
+                file = self._ensure_work_dir() / f"{node.uid.replace(os.sep, '_')}.{stream}"
+                # Small writes (larger streams were spilled by the backend): not worth a thread.
+                file.write_text(getattr(outcome, stream) or "")
+                path = str(file)
+            paths[stream] = path
+        return attrs.evolve(
+            outcome, stdout=paths["stdout"], stderr=paths["stderr"], extra=extra or None
+        )
 
     def _cancel(self, node: Node) -> None:
         node.cancel_requested = True
@@ -567,6 +592,31 @@ class BaseExecutionBackend:
 
 
 BaseBackend = BaseExecutionBackend
+
+# Default names held by backends not yet shut down. Clients route by name (AsyncFlow keeps a
+# dict by `backend.name`, silently replacing an entry), so a second live instance with the same
+# default name is given `<name>.2`, a third `<name>.3`. Explicit names are used as given.
+_default_names: weakref.WeakValueDictionary[str, BaseExecutionBackend] = (
+    weakref.WeakValueDictionary()
+)
+_default_names_lock = threading.Lock()
+
+
+def _claim_default_name(base: str, backend: BaseExecutionBackend) -> str:
+    with _default_names_lock:
+        name, n = base, 1
+        while name in _default_names:
+            n += 1
+            name = f"{base}.{n}"
+        _default_names[name] = backend
+        return name
+
+
+def _release_default_name(name: str, backend: BaseExecutionBackend) -> None:
+    with _default_names_lock:
+        if _default_names.get(name) is backend:
+            del _default_names[name]
+
 
 _OUTCOME_FIELDS = ("stdout", "stderr", "exit_code", "return_value")
 

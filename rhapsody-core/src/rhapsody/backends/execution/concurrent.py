@@ -41,8 +41,8 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
     def __init__(
         self,
         executor: Executor | None = None,
-        *,
         name: str | None = None,
+        *,
         cores: int | None = None,
         gpus: int | Sequence[str] | None = None,
         work_dir: str | os.PathLike[str] | None = None,

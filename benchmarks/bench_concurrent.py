@@ -1,0 +1,188 @@
+"""Side-by-side throughput of the `concurrent` and `noop` backends.
+
+Compares, in one run on this machine:
+  1. N x /bin/true: ours vs raw asyncio.create_subprocess_exec at the same concurrency vs the
+     original RHAPSODY (rhapsody-py, in its own venv);
+  2. N trivial function tasks: ours vs rhapsody-py vs a bare ThreadPoolExecutor;
+  3. a random DAG (average 2 dependencies per task) through `noop`: per-task overhead and peak
+     traced memory per task, vs rhapsody-py's noop without dependencies.
+
+    python benchmarks/bench_concurrent.py            # full sizes (1,000 / 10,000 / 100,000)
+    python benchmarks/bench_concurrent.py --quick    # a tenth of each
+    python benchmarks/bench_concurrent.py --no-peer  # skip installing/running rhapsody-py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import random
+import subprocess
+import sys
+import time
+import tracemalloc
+import venv
+from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from rhapsody.backends.execution import ConcurrentExecutionBackend, NoopExecutionBackend
+from rhapsody.resources import detect_cores
+
+HERE = Path(__file__).resolve().parent
+PEER_VENV = HERE / ".venv-rhapsody-py"
+PEER_VERSION = "rhapsody-py==0.6.0"
+
+
+def trivial(x: int) -> int:
+    return x + 1
+
+
+def peer_python() -> Path | None:
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        venv.EnvBuilder(with_pip=True).create(PEER_VENV)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", PEER_VERSION], check=True)
+    return python
+
+
+def run_peer(python: Path | None, kind: str, n: int) -> float | None:
+    if python is None:
+        return None
+    out = subprocess.run([str(python), str(HERE / "_peer.py"), kind, str(n)],
+                         capture_output=True, text=True, timeout=900, cwd="/tmp")
+    if out.returncode != 0:
+        print(f"rhapsody-py {kind} failed: {out.stderr[-500:]}", file=sys.stderr)
+        return None
+    seconds: float = json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+    return seconds
+
+
+async def ours(tasks: list[dict[str, Any]], **kwargs: Any) -> float:
+    backend = await ConcurrentExecutionBackend(**kwargs)
+    start = time.perf_counter()
+    futures = await backend.submit_tasks(tasks)
+    await asyncio.gather(*futures)
+    elapsed = time.perf_counter() - start
+    await backend.shutdown()
+    return elapsed
+
+
+async def raw_subprocesses(n: int, concurrency: int) -> float:
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with limit:
+            proc = await asyncio.create_subprocess_exec(
+                "/bin/true", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+            await proc.communicate()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    return time.perf_counter() - start
+
+
+def bare_threads(n: int, workers: int) -> float:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        start = time.perf_counter()
+        wait([pool.submit(trivial, i) for i in range(n)])
+        return time.perf_counter() - start
+
+
+def random_dag(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    tasks = []
+    for i in range(n):
+        k = min(i, rng.choice((0, 1, 2, 3, 4)))  # mean 2 once past the first few tasks
+        deps = [f"n{j}" for j in rng.sample(range(i), k)] if k else []
+        tasks.append({"uid": f"n{i}", "executable": "/bin/true", "dependencies": deps})
+    return tasks
+
+
+async def noop_dag(n: int, batches: int = 10) -> tuple[float, float]:
+    """Seconds for n tasks (submitted in batches, dependencies across batches), and peak
+    traced bytes per task in a second, traced run."""
+
+    async def run(tasks: list[dict[str, Any]]) -> float:
+        backend = await NoopExecutionBackend()
+        step = len(tasks) // batches
+        start = time.perf_counter()
+        futures = []
+        for b in range(batches):
+            futures.extend(await backend.submit_tasks(tasks[b * step:(b + 1) * step]))
+        await asyncio.gather(*futures)
+        elapsed = time.perf_counter() - start
+        await backend.shutdown()
+        return elapsed
+
+    elapsed = await run(random_dag(n))
+    tasks = random_dag(n)
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    await run(tasks)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return elapsed, peak / n
+
+
+def rate(n: int, seconds: float | None) -> str:
+    return "-" if seconds is None else f"{n / seconds:,.0f}/s"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None else f"{b / a:.2f}x"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-peer", action="store_true")
+    args = parser.parse_args()
+    scale = 10 if args.quick else 1
+    n_exec, n_func, n_dag = 1000 // scale, 10_000 // scale, 100_000 // scale
+    cores = detect_cores()
+    peer = None if args.no_peer else peer_python()
+    console = Console()
+    console.print(f"[bold]concurrent/noop benchmark[/bold] — {cores} cores, Python {sys.version.split()[0]}")
+
+    table = Table(title="throughput (higher is better)")
+    for col in ("workload", "ours", "baseline", "ours / baseline", "rhapsody-py", "ours / rhapsody-py"):
+        table.add_column(col)
+
+    t_ours = asyncio.run(ours([{"executable": "/bin/true"} for _ in range(n_exec)]))
+    t_raw = asyncio.run(raw_subprocesses(n_exec, cores))
+    t_peer = run_peer(peer, "true", n_exec)
+    table.add_row(f"{n_exec} x /bin/true", rate(n_exec, t_ours),
+                  f"raw asyncio, {cores} at a time: {rate(n_exec, t_raw)}",
+                  ratio(t_ours, t_raw), rate(n_exec, t_peer), ratio(t_ours, t_peer))
+
+    t_ours = asyncio.run(ours([{"function": trivial, "args": [i]} for i in range(n_func)]))
+    t_pool = bare_threads(n_func, cores + 4)
+    t_peer = run_peer(peer, "function", n_func)
+    table.add_row(f"{n_func:,} trivial functions", rate(n_func, t_ours),
+                  f"bare ThreadPoolExecutor: {rate(n_func, t_pool)}",
+                  ratio(t_ours, t_pool), rate(n_func, t_peer), ratio(t_ours, t_peer))
+    console.print(table)
+
+    elapsed, per_task_bytes = asyncio.run(noop_dag(n_dag))
+    t_peer = run_peer(peer, "noop", n_dag)
+    dag = Table(title=f"noop, {n_dag:,} tasks")
+    for col in ("", "per task", "tasks/s", "peak traced memory per task"):
+        dag.add_column(col)
+    dag.add_row("ours, random DAG (avg 2 deps), 10 batches", f"{elapsed / n_dag * 1e6:.1f} µs",
+                rate(n_dag, elapsed), f"{per_task_bytes:,.0f} B")
+    if t_peer is not None:
+        dag.add_row("rhapsody-py, no dependencies, 1 batch", f"{t_peer / n_dag * 1e6:.1f} µs",
+                    rate(n_dag, t_peer), "-")
+    console.print(dag)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""RHAPSODY's `dask` backend against plain `client.submit`, on the same LocalCluster, same run.
+
+    python benchmarks/bench_dask.py [--functions 2000] [--executables 500] [--chain 200]
+                                    [--rounds 3] [--workers 2] [--threads 1]
+
+Workloads: trivial function tasks, `/bin/true` executables (plain dask runs them with
+`subprocess.run(..., capture_output=True)`, as our runner captures output), and a chain of
+dependent tasks (our engine submits each task when its dependency is DONE; plain dask passes
+the previous future as an argument, so the scheduler chains them). A further plain-dask column
+adds the worker-side start event our backend uses to report RUNNING, to isolate its cost.
+Variants alternate inside each round, so background load hits them alike; the table shows each
+variant's median over the rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from distributed import Client, get_worker
+
+from rhapsody_dask.backend import DaskExecutionBackend
+
+
+def trivial(x: int) -> int:
+    return x + 1
+
+
+def trivial_announced(x: int, topic: str) -> int:
+    # What our runner adds to every task: one event to the client when the task starts.
+    worker = get_worker()
+    worker.log_event(topic, worker.get_current_task())
+    return x + 1
+
+
+def run_true() -> int:
+    return subprocess.run(["/bin/true"], capture_output=True, check=False).returncode
+
+
+def chained(previous: int) -> int:
+    return previous + 1
+
+
+async def plain_functions(client: Client, n: int) -> None:
+    await client.gather([client.submit(trivial, i, pure=False) for i in range(n)])
+
+
+async def plain_functions_announced(client: Client, n: int) -> None:
+    client.subscribe_topic("bench-started", lambda event: None)
+    futures = [client.submit(trivial_announced, i, "bench-started", pure=False) for i in range(n)]
+    await client.gather(futures)
+    client.unsubscribe_topic("bench-started")
+
+
+async def plain_executables(client: Client, n: int) -> None:
+    await client.gather([client.submit(run_true, pure=False) for _ in range(n)])
+
+
+async def plain_chain(client: Client, n: int) -> None:
+    future = client.submit(chained, 0, pure=False)
+    for _ in range(n - 1):
+        future = client.submit(chained, future, pure=False)
+    await future
+
+
+_batch = 0
+
+
+async def ours(backend: DaskExecutionBackend, make: Callable[[int, str], dict[str, Any]], n: int) -> None:
+    global _batch
+    _batch += 1
+    prefix = f"b{_batch}."
+    futures = await backend.submit_tasks([make(i, prefix) for i in range(n)])
+    await asyncio.gather(*futures)
+
+
+def function_task(i: int, prefix: str) -> dict[str, Any]:
+    return {"uid": f"{prefix}{i}", "function": trivial, "args": [i]}
+
+
+def executable_task(i: int, prefix: str) -> dict[str, Any]:
+    return {"uid": f"{prefix}{i}", "executable": "/bin/true"}
+
+
+def chain_task(i: int, prefix: str) -> dict[str, Any]:
+    deps = [f"{prefix}{i - 1}"] if i else []
+    return {"uid": f"{prefix}{i}", "function": chained, "args": [i], "dependencies": deps}
+
+
+async def timed(run: Callable[[], Awaitable[None]]) -> float:
+    start = time.perf_counter()
+    await run()
+    return time.perf_counter() - start
+
+
+async def main(args: argparse.Namespace) -> None:
+    backend = DaskExecutionBackend(n_workers=args.workers, threads_per_worker=args.threads)
+    await backend
+    client = backend.client
+    assert client is not None
+    try:
+        # Warm up both paths: worker imports, connections, serialisation caches.
+        await plain_functions(client, 50)
+        await ours(backend, function_task, 50)
+        await ours(backend, executable_task, 10)
+        rows: list[tuple[str, int, dict[str, Callable[[], Awaitable[None]]]]] = [
+            (f"{args.functions} trivial functions", args.functions, {
+                "plain dask": lambda: plain_functions(client, args.functions),
+                "plain + start event": lambda: plain_functions_announced(client, args.functions),
+                "rhapsody dask": lambda: ours(backend, function_task, args.functions),
+            }),
+            (f"{args.executables} x /bin/true", args.executables, {
+                "plain dask": lambda: plain_executables(client, args.executables),
+                "rhapsody dask": lambda: ours(backend, executable_task, args.executables),
+            }),
+            (f"chain of {args.chain} dependent tasks", args.chain, {
+                "plain dask": lambda: plain_chain(client, args.chain),
+                "rhapsody dask": lambda: ours(backend, chain_task, args.chain),
+            }),
+        ]
+        print(f"LocalCluster {args.workers} worker(s) x {args.threads} thread(s), "
+              f"median of {args.rounds} alternating rounds\n")
+        header = f"{'workload':34} {'variant':20} {'seconds':>8} {'tasks/s':>9} {'vs plain':>9}"
+        print(header)
+        print("-" * len(header))
+        for title, count, variants in rows:
+            times: dict[str, list[float]] = {name: [] for name in variants}
+            for _ in range(args.rounds):
+                for name, run in variants.items():
+                    times[name].append(await timed(run))
+            plain = statistics.median(times["plain dask"])
+            for name, samples in times.items():
+                median = statistics.median(samples)
+                print(f"{title:34} {name:20} {median:8.2f} {count / median:9.0f} "
+                      f"{median / plain:8.2f}x")
+    finally:
+        await backend.shutdown()
+
+
+if __name__ == "__main__":  # worker processes are spawned: they re-import this module
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--functions", type=int, default=2000)
+    parser.add_argument("--executables", type=int, default=500)
+    parser.add_argument("--chain", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    asyncio.run(main(parser.parse_args()))

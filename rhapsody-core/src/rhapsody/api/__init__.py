@@ -1,0 +1,23 @@
+"""The object API of the original's newer releases (`from rhapsody.api import Session, ...`)."""
+
+from rhapsody.api.errors import (
+    BackendError,
+    ResourceError,
+    RhapsodyError,
+    SessionError,
+    TaskExecutionError,
+    TaskValidationError,
+)
+from rhapsody.session import Session
+from rhapsody.tasks import ComputeTask
+
+__all__ = [
+    "BackendError",
+    "ComputeTask",
+    "ResourceError",
+    "RhapsodyError",
+    "Session",
+    "SessionError",
+    "TaskExecutionError",
+    "TaskValidationError",
+]

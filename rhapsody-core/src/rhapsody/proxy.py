@@ -1,0 +1,119 @@
+"""A loopback TCP port that forwards each connection to a service found in the registry.
+
+A service task publishes wherever it happens to run (`node17:41233`); the code that talks to it
+(the driver script, a notebook, an `ssh -L` tunnel from a laptop) wants one fixed local address.
+`Session.proxy_start("llm")` opens `127.0.0.1:PORT` and, for every connection, looks `llm` up in
+the session's registry (waiting, bounded, for it to be published), connects there and copies
+bytes both ways. Looking up per connection means a restarted service that publishes a new
+endpoint is picked up by the next connection.
+
+It forwards raw TCP (HTTP, gRPC, ZMQ, anything) and adds no authentication: like the service
+itself, it is reachable by every user of this host who can reach the loopback interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from urllib.parse import urlsplit
+
+from rhapsody.registry import HOST, RegistryError, ServiceRegistry
+
+logger = logging.getLogger("rhapsody")
+
+_CHUNK = 64 * 1024
+
+
+class ServiceProxy:
+    """Forwards `127.0.0.1:port` to the endpoint published as `service`."""
+
+    def __init__(
+        self,
+        registry: ServiceRegistry,
+        service: str,
+        *,
+        port: int = 0,
+        resolve_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.service = service
+        self._registry = registry
+        self._port = port
+        self._resolve_timeout = resolve_timeout
+        self._connect_timeout = connect_timeout
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self.address: str | None = None
+
+    async def start(self) -> str:
+        """Listen; returns `127.0.0.1:port`."""
+        if self._server is None:
+            self._server = await asyncio.start_server(self._forward, HOST, self._port)
+            port = self._server.sockets[0].getsockname()[1]
+            self.address = f"{HOST}:{port}"
+        assert self.address is not None
+        return self.address
+
+    async def stop(self) -> None:
+        """Close the port and cut every forwarded connection."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for connection in list(self._connections):
+            connection.cancel()
+        if self._connections:
+            await asyncio.wait(self._connections, timeout=5.0)
+        await server.wait_closed()
+
+    async def _forward(
+        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        writers = [client_writer]
+        try:
+            endpoint = await self._registry.wait_for(self.service, self._resolve_timeout)
+            host, port = split_endpoint(endpoint)
+            upstream_reader, upstream_writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), self._connect_timeout
+            )
+            writers.append(upstream_writer)
+            await asyncio.gather(
+                _pipe(client_reader, upstream_writer), _pipe(upstream_reader, client_writer)
+            )
+        except (RegistryError, OSError, asyncio.TimeoutError) as exc:
+            logger.warning("proxy for %r: connection dropped: %s", self.service, exc)
+        except asyncio.CancelledError:
+            pass  # the proxy is stopping
+        finally:
+            self._connections.discard(task)
+            for writer in writers:
+                writer.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy until EOF, then half-close so the other side sees the end of the stream."""
+    try:
+        while data := await reader.read(_CHUNK):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except ConnectionError:
+        with contextlib.suppress(Exception):
+            writer.close()
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or a URL with a port -> (host, port)."""
+    parts = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        raise RegistryError(f"endpoint {endpoint!r} names no host:port to forward to")
+    return parts.hostname, port

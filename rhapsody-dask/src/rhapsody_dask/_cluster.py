@@ -1,0 +1,99 @@
+"""The embedded cluster: a `distributed.LocalCluster` on 127.0.0.1 that the backend owns."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+from distributed import LocalCluster
+from distributed.deploy.utils import nprocesses_nthreads
+
+from rhapsody.resources import detect_cores, detect_gpus
+
+# The resource names workers declare and tasks' `cores` / `gpus` are restricted by.
+CORES = "cores"
+GPUS = "gpus"
+
+
+@attrs.frozen
+class ClusterShape:
+    """How many worker processes, and what each one declares."""
+
+    n_workers: int
+    threads_per_worker: int
+    gpus_per_worker: int
+
+    @classmethod
+    def for_node(
+        cls,
+        n_workers: int | None = None,
+        threads_per_worker: int | None = None,
+        gpus_per_worker: int | None = None,
+    ) -> ClusterShape:
+        """Fill what is not given from this node: its usable cores (dask's own split into
+        processes x threads) and its GPUs shared evenly between the workers."""
+        cores = detect_cores()
+        if n_workers is None and threads_per_worker is None:
+            n_workers, threads_per_worker = nprocesses_nthreads(cores)
+        elif n_workers is None:
+            assert threads_per_worker is not None
+            n_workers = max(1, cores // threads_per_worker)
+        elif threads_per_worker is None:
+            threads_per_worker = max(1, cores // n_workers)
+        if gpus_per_worker is None:
+            gpus_per_worker = len(detect_gpus()) // n_workers
+        for name, value, minimum in (
+            ("n_workers", n_workers, 1),
+            ("threads_per_worker", threads_per_worker, 1),
+            ("gpus_per_worker", gpus_per_worker, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+        return cls(n_workers, threads_per_worker, gpus_per_worker)
+
+    @property
+    def resources(self) -> dict[str, float]:
+        declared = {CORES: float(self.threads_per_worker)}
+        if self.gpus_per_worker:
+            declared[GPUS] = float(self.gpus_per_worker)
+        return declared
+
+
+class EmbeddedCluster:
+    """A LocalCluster with its own scratch directory, closed without log noise."""
+
+    def __init__(self, cluster: LocalCluster, scratch: str) -> None:
+        self.cluster = cluster
+        self._scratch = scratch
+
+    @classmethod
+    async def start(cls, shape: ClusterShape, extra: Mapping[str, Any]) -> EmbeddedCluster:
+        # Clusters sharing dask's default scratch space remove each other's files: own one.
+        scratch = tempfile.mkdtemp(prefix="rhapsody-dask-")
+        options: dict[str, Any] = {
+            "n_workers": shape.n_workers,
+            "threads_per_worker": shape.threads_per_worker,
+            "resources": shape.resources,
+            "processes": True,  # a task that crashes its worker does not take the caller down
+            "host": "127.0.0.1",  # loopback only: the embedded cluster is not a network service
+            "dashboard_address": "127.0.0.1:0",
+            "local_directory": scratch,
+            "silence_logs": logging.ERROR,
+            **extra,
+        }
+        try:
+            cluster = await LocalCluster(asynchronous=True, **options)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        return cls(cluster, scratch)
+
+    async def close(self) -> None:
+        try:
+            await self.cluster.close()
+        finally:
+            shutil.rmtree(self._scratch, ignore_errors=True)

@@ -1,0 +1,204 @@
+"""What runs on a dask worker: one attempt of one task, returned as an `Outcome`.
+
+Workers import this module by name (cloudpickle pickles module-level functions by reference),
+so rhapsody-dask must be installed where the workers run, as it is for a `LocalCluster` or a
+dask-jobqueue cluster started from the same environment.
+
+Executables run as a child process in its own session, so the whole process tree can be
+signalled; its output goes to unnamed temporary files (no pipes to drain, nothing held open by
+grandchildren). On Linux the child also gets SIGKILL if the worker thread that started it dies,
+so a worker killed with SIGKILL does not leave its tasks' processes behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ctypes
+import inspect
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable, Collection
+from typing import IO, Any
+
+import attrs
+from distributed import get_worker
+from tblib import pickling_support  # type: ignore[import-untyped]
+
+from rhapsody.backends.base import Outcome
+from rhapsody.backends.execution._subprocess import TAIL_BYTES, command_line, describe_exit
+from rhapsody.task import TaskDescription
+
+
+@attrs.frozen
+class Job:
+    """One attempt as shipped to a worker. attrs, not a dataclass: dask leaves it opaque."""
+
+    task: TaskDescription
+    start_topic: str  # the event topic the backend listens on for "this attempt started"
+    attempt: int
+    spill_dir: str  # where output beyond `max_output` bytes is written in full
+    max_output: int
+
+
+def run(job: Job) -> Outcome:
+    """Announce the start, then run the task. Task failures are returned, never raised."""
+    worker = get_worker()
+    key = worker.get_current_task()
+    worker.log_event(job.start_topic, key)
+    if job.task.function is not None:
+        return _call(job.task)
+    return _spawn(job, str(key))
+
+
+def _call(task: TaskDescription) -> Outcome:
+    assert task.function is not None
+    try:
+        value = task.function(*task.args, **task.kwargs)
+        if inspect.isawaitable(value):  # an async function: run it on a loop of its own
+            value = asyncio.run(_awaited(value))
+    except Exception as exc:
+        return Outcome.failure(f"{type(exc).__name__}: {exc}", exception=_portable(exc))
+    return Outcome(True, return_value=value)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _portable(exc: Exception) -> Exception:
+    """`exc` with a traceback that survives pickling, or a stand-in if `exc` cannot be pickled
+    (the result must travel back to the client)."""
+    pickling_support.install(exc)
+    try:
+        pickle.dumps(exc)
+    except Exception:
+        stand_in = RuntimeError(f"{type(exc).__name__}: {exc}")
+        stand_in.__traceback__ = exc.__traceback__
+        pickling_support.install(stand_in)
+        return stand_in
+    return exc
+
+
+# -- executables ---------------------------------------------------------------------------------
+
+# Children of tasks running on this worker, by dask key; `kill` reaches them from the worker's
+# event loop while the task's thread waits on them.
+_children: dict[str, subprocess.Popen[bytes]] = {}
+# Keys whose kill arrived before their child was registered, with the grace to give it
+# (bounded: a key cancelled before it ever ran would otherwise stay forever).
+_cancelled: collections.OrderedDict[str, float] = collections.OrderedDict()
+_CANCELLED_KEPT = 4096
+_lock = threading.Lock()
+
+
+def _spawn(job: Job, key: str) -> Outcome:
+    task = job.task
+    argv = command_line(task)
+    if task.working_directory is not None:
+        os.makedirs(task.working_directory, exist_ok=True)
+    env = None if task.environment is None else {**os.environ, **task.environment}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            child = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                cwd=task.working_directory, env=env,
+                start_new_session=True,  # own process group: the whole tree can be signalled
+                preexec_fn=_DIE_WITH_WORKER,
+            )
+        except OSError as exc:
+            return Outcome.failure(f"cannot start {argv[0]!r}: {exc.strerror or exc}", exception=exc)
+        with _lock:
+            _children[key] = child
+            grace = _cancelled.pop(key, None)
+        try:
+            if grace is not None:  # cancelled before it started: stop it as stop_children would
+                _signal_group(child.pid, signal.SIGTERM)
+                try:
+                    child.wait(grace)
+                except subprocess.TimeoutExpired:
+                    _signal_group(child.pid, signal.SIGKILL)
+            code = child.wait()
+        finally:
+            with _lock:
+                _children.pop(key, None)
+            # The task is over: nothing it started may outlive it.
+            _signal_group(child.pid, signal.SIGKILL)
+        spill = os.path.join(job.spill_dir, f"{task.uid}.{job.attempt}".replace(os.sep, "_"))
+        stdout, stdout_file = _read(out, job.max_output, f"{spill}.stdout")
+        stderr, stderr_file = _read(err, job.max_output, f"{spill}.stderr")
+    files = {"stdout_file": stdout_file, "stderr_file": stderr_file}
+    return Outcome(
+        code == 0, None if code == 0 else describe_exit(code),
+        stdout=stdout, stderr=stderr, exit_code=code,
+        extra={name: path for name, path in files.items() if path is not None} or None,
+    )
+
+
+def _read(stream: IO[bytes], limit: int, spill_path: str) -> tuple[str, str | None]:
+    """The captured text, or its tail plus the file that holds all of it when it is too long."""
+    size = stream.seek(0, os.SEEK_END)
+    if size <= limit:
+        stream.seek(0)
+        return stream.read().decode(errors="replace"), None
+    os.makedirs(os.path.dirname(spill_path), exist_ok=True)
+    stream.seek(0)
+    with open(spill_path, "wb") as spill:
+        shutil.copyfileobj(stream, spill)
+    stream.seek(size - TAIL_BYTES)
+    return stream.read().decode(errors="replace"), spill_path
+
+
+async def stop_children(keys: Collection[str], prefix: str | None = None, grace: float = 2.0) -> int:
+    """Stop the children of tasks `keys` (and of every key starting with `prefix`) on this
+    worker: SIGTERM to each process group, SIGKILL to those still running after `grace`
+    seconds. The backend broadcasts it with `Client.run`, which runs it on the worker's event
+    loop; it returns how many children it signalled."""
+    with _lock:
+        found = [c for k, c in _children.items() if k in keys or (prefix and k.startswith(prefix))]
+        for key in keys:
+            if key not in _children:
+                _cancelled[key] = grace
+        while len(_cancelled) > _CANCELLED_KEPT:
+            _cancelled.popitem(last=False)
+    for child in found:
+        _signal_group(child.pid, signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    # Until a task's thread has reaped its child, the pid cannot be reused: safe to signal.
+    while any(c.returncode is None for c in found) and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    for child in found:
+        if child.returncode is None:
+            _signal_group(child.pid, signal.SIGKILL)
+    return len(found)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _linux_parent_death_signal() -> Callable[[], None] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+
+    def die_with_worker() -> None:
+        # Runs in the forked child before exec. One system call, no lock taken: safe although
+        # the worker process is multi-threaded.
+        prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    return die_with_worker
+
+
+_DIE_WITH_WORKER = _linux_parent_death_signal()

@@ -1,0 +1,277 @@
+"""`dask`: run tasks on a dask.distributed cluster.
+
+Three ways to reach one: an embedded `LocalCluster` on 127.0.0.1 that the backend starts and
+stops (the default), `address=` of a running scheduler (never shut down by us), or `cluster=`
+with any dask cluster object, e.g. a dask-jobqueue `SLURMCluster` (closed by its owner).
+
+The engine in `BaseExecutionBackend` keeps states, dependencies, timeouts, retries and
+cancellation; this module only turns one attempt into one dask future. An attempt is
+EXECUTING when its worker starts it: the runner logs an event on a topic this backend's
+asynchronous client subscribes to, and the client hands it over on the caller's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Coroutine, Mapping
+from typing import Any
+
+from distributed import Client, Future
+from distributed.utils import silence_logging_cmgr
+
+from rhapsody.backends.base import BaseExecutionBackend, ExecutionContext, Outcome
+from rhapsody.errors import ResourceError, TaskValidationError
+from rhapsody.states import StateMapper
+from rhapsody.task import TaskDescription
+
+from rhapsody_dask import _runner
+from rhapsody_dask._cluster import CORES, GPUS, ClusterShape, EmbeddedCluster
+from rhapsody_dask._collect import ResultCollector
+from rhapsody_dask.states import BACKEND_NAME, TASK_STATES
+
+logger = logging.getLogger("rhapsody.dask")
+
+# Bound on each step of shutdown that talks to the cluster, so a dead scheduler cannot hang it.
+_STOP_STEP_TIMEOUT = 10.0
+
+
+class DaskExecutionBackend(BaseExecutionBackend):
+    """Run function and executable tasks on dask workers.
+
+    :param address: a running scheduler (``tcp://host:port``) to connect to; it is left running.
+    :param cluster: a dask cluster object (LocalCluster, dask-jobqueue's SLURMCluster, ...) to
+        connect to; its owner closes it.
+    :param n_workers: embedded cluster only: worker processes (default: from the node's cores).
+    :param threads_per_worker: embedded cluster only: threads, and declared ``cores``, per worker.
+    :param gpus_per_worker: embedded cluster only: ``gpus`` each worker declares (default: the
+        node's GPUs shared evenly).
+    :param cluster_kwargs: embedded cluster only: further `LocalCluster` keyword arguments.
+    :param client_kwargs: further `distributed.Client` keyword arguments (``security``,
+        ``timeout``, ...).
+    :param restrict_cores: turn a task's ``cores`` into a ``cores`` resource restriction, so
+        multi-core tasks never oversubscribe a worker. Default: for the embedded cluster, when
+        its workers have more than one thread (with one thread per worker a thread is a core,
+        and unrestricted tasks keep dask's scheduler-side queuing, which balances better);
+        elsewhere, when every worker connected at start declares ``cores``. A task's ``gpus``
+        always become a ``gpus`` restriction.
+    :param max_output: bytes of stdout/stderr returned per task; beyond it the whole stream is
+        written to ``work_dir`` (``stdout_file``/``stderr_file``) and the dict keeps the tail.
+    :param kill_grace: seconds between SIGTERM and SIGKILL when a running executable is stopped.
+    """
+
+    backend_name = BACKEND_NAME
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        cluster: Any = None,
+        n_workers: int | None = None,
+        threads_per_worker: int | None = None,
+        gpus_per_worker: int | None = None,
+        cluster_kwargs: Mapping[str, Any] | None = None,
+        client_kwargs: Mapping[str, Any] | None = None,
+        restrict_cores: bool | None = None,
+        name: str | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+        max_output: int = 1 << 20,
+        kill_grace: float = 2.0,
+    ) -> None:
+        if address is not None and cluster is not None:
+            raise ValueError("give either address= or cluster=, not both")
+        embedded = address is None and cluster is None
+        sizing = (n_workers, threads_per_worker, gpus_per_worker, cluster_kwargs)
+        if not embedded and any(option is not None for option in sizing):
+            raise ValueError(
+                "n_workers, threads_per_worker, gpus_per_worker and cluster_kwargs size the "
+                "embedded cluster; they cannot apply to address= or cluster="
+            )
+        if max_output < 1:
+            raise ValueError(f"max_output must be >= 1 byte, got {max_output}")
+        if kill_grace < 0:
+            raise ValueError(f"kill_grace must be >= 0 seconds, got {kill_grace}")
+        super().__init__(name, work_dir=work_dir)
+        self._address = address
+        self._cluster = cluster
+        self._shape = (
+            ClusterShape.for_node(n_workers, threads_per_worker, gpus_per_worker) if embedded else None
+        )
+        self._cluster_kwargs = dict(cluster_kwargs or {})
+        self._client_kwargs = dict(client_kwargs or {})
+        self._restrict_cores = restrict_cores
+        self._max_output = max_output
+        self._kill_grace = kill_grace
+        self._states = StateMapper(BACKEND_NAME, native=TASK_STATES)
+        # Keys and topic carry a token: backends sharing a scheduler never see each other's tasks.
+        token = uuid.uuid4().hex[:12]
+        self._key_prefix = f"rhapsody-{token}-"
+        self._start_topic = f"rhapsody-started-{token}"
+        self._embedded: EmbeddedCluster | None = None
+        self._client: Client | None = None
+        self._collector: ResultCollector | None = None
+        self._attempts: dict[str, ExecutionContext] = {}  # submitted, unsettled attempts by key
+        self._to_cancel: list[Future] = []
+        self._to_kill: list[str] = []
+        self._abort_scheduled = False
+        self._aborts: set[asyncio.Future[Any]] = set()
+
+    @property
+    def client(self) -> Client | None:
+        """The asynchronous `distributed.Client` (None until the backend is started)."""
+        return self._client
+
+    def get_task_states_map(self) -> StateMapper:
+        return self._states
+
+    # -- engine ----------------------------------------------------------------------------------
+    async def _start(self) -> None:
+        if self._shape is not None:
+            self._embedded = await EmbeddedCluster.start(self._shape, self._cluster_kwargs)
+            target: Any = self._embedded.cluster
+        else:
+            target = self._address or self._cluster
+        try:
+            client = await Client(
+                target, **{"asynchronous": True, "set_as_default": False, **self._client_kwargs}
+            )
+            if self._restrict_cores is None:
+                self._restrict_cores = (
+                    self._shape.threads_per_worker > 1
+                    if self._shape is not None
+                    else await _workers_declare_cores(client)
+                )
+        except BaseException:
+            if self._embedded is not None:
+                await self._embedded.close()
+            raise
+        self._client = client
+        # The embedded workers listen on 127.0.0.1 like us: fetch results from them directly.
+        self._collector = ResultCollector(
+            client, self._states, direct=True if self._embedded is not None else None
+        )
+        client.subscribe_topic(self._start_topic, self._on_started)
+
+    async def _stop(self) -> None:
+        client = self._client
+        assert client is not None
+        quiet = silence_logging_cmgr(logging.CRITICAL) if self._embedded else contextlib.nullcontext()
+        with quiet:
+            try:
+                self._send_aborts()
+                if self._aborts:
+                    await asyncio.wait(self._aborts, timeout=self._kill_grace + _STOP_STEP_TIMEOUT)
+                # Whatever still runs for us (a kill that raced the task's start) is stopped too.
+                await self._wait_quietly(
+                    client.run(_runner.stop_children, (), prefix=self._key_prefix, grace=self._kill_grace)
+                )
+                client.unsubscribe_topic(self._start_topic)
+                await self._wait_quietly(client.close())
+            finally:
+                if self._embedded is not None:
+                    await self._embedded.close()
+
+    def _check_task(self, task: TaskDescription) -> None:
+        if task.function is not None:
+            if task.isolation != "thread":
+                raise TaskValidationError(
+                    "dask runs function tasks on its workers' threads; "
+                    "isolation='process' is not available", uid=task.uid, field="isolation",
+                )
+            for field in ("environment", "working_directory"):
+                if getattr(task, field) is not None:
+                    raise TaskValidationError(
+                        f"a function task shares its dask worker's {field.replace('_', ' ')}; "
+                        "run an executable to give it its own", uid=task.uid, field=field,
+                    )
+        shape = self._shape
+        # Only the embedded cluster's workers are known for good; elsewhere workers may join
+        # later (adaptive or batch-queued clusters), and a task waits for one that fits.
+        if shape is not None and (task.cores > shape.threads_per_worker or task.gpus > shape.gpus_per_worker):
+            raise ResourceError(
+                f"task {task.uid!r} asks for {task.cores} core(s) and {task.gpus} GPU(s), but each "
+                f"worker of the embedded dask cluster has {shape.threads_per_worker} core(s) and "
+                f"{shape.gpus_per_worker} GPU(s)"
+            )
+
+    async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
+        client, collector = self._client, self._collector
+        assert client is not None and collector is not None
+        # One fresh key per attempt (what pure=False would give, but readable and ours).
+        key = f"{self._key_prefix}{task.uid}-{ctx.attempt}"
+        job = _runner.Job(task, self._start_topic, ctx.attempt, str(self.work_dir), self._max_output)
+        try:
+            future = client.submit(_runner.run, job, key=key, resources=self._restrictions(task))
+        except Exception as exc:  # e.g. a function cloudpickle cannot serialize
+            return Outcome.failure(
+                f"the task could not be sent to dask: {type(exc).__name__}: {exc}", exception=exc
+            )
+        self._attempts[key] = ctx
+        try:
+            return await collector.outcome(future)
+        except asyncio.CancelledError:
+            self._abort(future, kill=task.function is None)
+            raise
+        finally:
+            del self._attempts[key]
+
+    def _restrictions(self, task: TaskDescription) -> dict[str, float] | None:
+        wanted: dict[str, float] = {}
+        if self._restrict_cores:
+            wanted[CORES] = task.cores
+        if task.gpus:
+            wanted[GPUS] = task.gpus
+        return wanted or None
+
+    def _on_started(self, event: tuple[float, str]) -> None:
+        # Runs on the caller's loop (the client's). A late event of a settled attempt is ignored.
+        ctx = self._attempts.get(event[1])
+        if ctx is not None:
+            ctx.started()
+
+    # -- cancellation ----------------------------------------------------------------------------
+    def _abort(self, future: Future, *, kill: bool) -> None:
+        """Release a cancelled or timed-out attempt. A running function cannot be interrupted
+        (dask has no way to stop a thread); a running executable's process group is stopped."""
+        self._to_cancel.append(future)
+        if kill:
+            self._to_kill.append(future.key)
+        if not self._abort_scheduled:  # one message for every abort of this loop iteration
+            self._abort_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_aborts)
+
+    def _send_aborts(self) -> None:
+        self._abort_scheduled = False
+        client = self._client
+        if client is None or not self._to_cancel:
+            return
+        futures, self._to_cancel = self._to_cancel, []
+        keys, self._to_kill = self._to_kill, []
+        self._track(client.cancel(futures))
+        if keys:
+            self._track(client.run(_runner.stop_children, keys, grace=self._kill_grace))
+
+    def _track(self, request: Coroutine[Any, Any, Any]) -> None:
+        done = asyncio.ensure_future(request)
+        self._aborts.add(done)
+        done.add_done_callback(self._aborted)
+
+    def _aborted(self, done: asyncio.Future[Any]) -> None:
+        self._aborts.discard(done)
+        if not done.cancelled() and done.exception() is not None:
+            logger.warning("%s: could not stop a task on dask: %s", self.name, done.exception())
+
+    async def _wait_quietly(self, request: Any) -> None:
+        try:
+            await asyncio.wait_for(request, self._kill_grace + _STOP_STEP_TIMEOUT)
+        except Exception as exc:  # shutting down: report, but go on closing
+            logger.warning("%s: shutdown step failed: %s: %s", self.name, type(exc).__name__, exc)
+
+
+async def _workers_declare_cores(client: Client) -> bool:
+    identity = await client.scheduler.identity()
+    workers = identity.get("workers", {}).values()
+    return bool(workers) and all(CORES in (w.get("resources") or {}) for w in workers)

@@ -1,0 +1,434 @@
+"""`radical_pilot`: run tasks on a RADICAL-Pilot pilot, on this machine or on an HPC allocation.
+
+The engine (`BaseExecutionBackend`) owns states, futures, dependencies, timeouts, retries and
+cancellation; this module only translates one attempt of a task into a RADICAL-Pilot task and
+its final state back into an `Outcome`:
+
+- RADICAL-Pilot calls back from its own threads. Only the events that matter (the agent starts
+  the task, the task ends) are handed to the event loop, in batches, by `_Inbox`.
+- Attempts that start in the same loop iteration are submitted with one `submit_tasks` call.
+- Every blocking RADICAL-Pilot call runs on one dedicated thread (`RPThread`).
+- Function tasks run through raptor, whose master and workers start with the first of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import functools
+import itertools
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import radical.pilot as rp  # type: ignore[import-untyped]
+
+from rhapsody.backends.base import BaseExecutionBackend, ExecutionContext, Outcome
+from rhapsody.errors import BackendError, ResourceError
+from rhapsody.platforms import PlatformDescription
+from rhapsody.states import FINAL_STATES, StateMapper
+from rhapsody.task import TaskDescription
+
+from rhapsody_radical import _call, config, translate
+
+from rhapsody_radical.runtime import RPThread, Runtime, StartError
+from rhapsody_radical.states import AGENT_EXECUTING, TASK_STATES
+
+logger = logging.getLogger("rhapsody.radical_pilot")
+
+T = TypeVar("T")
+# Output kept in the dict when a stream is larger than `max_output` (as the concurrent backend).
+_TAIL_BYTES = 64 * 1024
+
+
+class _Attempt:
+    """One attempt of a task as RADICAL-Pilot runs it."""
+
+    __slots__ = ("ctx", "future", "task")
+
+    def __init__(self, task: TaskDescription, ctx: ExecutionContext,
+                 future: asyncio.Future[tuple[Outcome, dict[str, Any]]]) -> None:
+        self.task = task
+        self.ctx = ctx
+        self.future = future
+
+
+class _Inbox:
+    """Carries RADICAL-Pilot's callbacks to the event loop: one wake-up per burst of events."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 handle: Callable[[tuple[Any, ...]], None]) -> None:
+        self._loop = loop
+        self._handle = handle
+        self._events: deque[tuple[Any, ...]] = deque()
+        self._lock = threading.Lock()
+        self._woken = False
+
+    def task_event(self, uid: str, state: str, result: dict[str, Any] | None) -> None:
+        # RADICAL-Pilot reports ~15 states per task; only the start and the end matter here.
+        if state == AGENT_EXECUTING or TASK_STATES.get(state) in FINAL_STATES:
+            self._put(("task", uid, state, result))
+
+    def pilot_event(self, state: str, diagnostics: str) -> None:
+        self._put(("pilot", state, diagnostics))
+
+    def _put(self, event: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._events.append(event)
+            if self._woken:
+                return
+            self._woken = True
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    def _drain(self) -> None:
+        with self._lock:
+            events = list(self._events)
+            self._events.clear()
+            self._woken = False
+        for event in events:
+            self._handle(event)
+
+
+class RadicalExecutionBackend(BaseExecutionBackend):
+    """Run tasks on one RADICAL-Pilot pilot.
+
+    :param resource: RADICAL-Pilot resource label; default the platform's, else
+        ``local.localhost`` (this machine).
+    :param platform: a `PlatformDescription` (or its catalog name) that supplies the resource
+        label, the queue/partition and the project/account.
+    :param cores: cores of the pilot (default: the CPUs of this machine for ``local.*``
+        resources, else one node); ``gpus``, ``nodes``: likewise.
+    :param runtime: the pilot's wall time in minutes.
+    :param queue: batch queue or partition; ``project``: allocation to charge.
+    :param pilot_description: further `rp.PilotDescription` fields (``access_schema``,
+        ``sandbox``, ...).
+    :param raptor_workers: raptor workers started with the first function task; each takes
+        ``raptor_worker_cores`` cores and ``raptor_worker_gpus`` GPUs of the pilot (the raptor
+        master takes one more core).
+    :param start_timeout: seconds the pilot may take to become active.
+    :param close_timeout: seconds `shutdown()` waits for RADICAL-Pilot to close before it stops
+        the session's processes itself.
+    :param max_output: bytes of stdout/stderr kept in the task dict; a larger stream is cut to
+        its last 64 KiB and its file is named in ``stdout_file`` / ``stderr_file``.
+    """
+
+    backend_name = "radical_pilot"
+
+    def __init__(
+        self,
+        resource: str | None = None,
+        *,
+        platform: PlatformDescription | str | None = None,
+        cores: int | None = None,
+        gpus: int = 0,
+        nodes: int | None = None,
+        runtime: int = 60,
+        queue: str | None = None,
+        project: str | None = None,
+        pilot_description: Mapping[str, Any] | None = None,
+        raptor_workers: int = 1,
+        raptor_worker_cores: int = 1,
+        raptor_worker_gpus: int = 0,
+        start_timeout: float = 300.0,
+        close_timeout: float = 60.0,
+        max_output: int = 1 << 20,
+        name: str | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__(name, work_dir=work_dir)
+        self._pilot_fields = config.pilot_description(
+            resource, platform=platform, cores=cores, gpus=gpus, nodes=nodes, runtime=runtime,
+            queue=queue, project=project, extra=pilot_description,
+        )
+        for label, value, minimum in (("raptor_workers", raptor_workers, 1),
+                                      ("raptor_worker_cores", raptor_worker_cores, 1),
+                                      ("raptor_worker_gpus", raptor_worker_gpus, 0)):
+            if value < minimum:
+                raise ValueError(f"{label} must be >= {minimum}, got {value}")
+        if start_timeout <= 0 or close_timeout <= 0 or max_output < 1:
+            raise ValueError("start_timeout, close_timeout and max_output must be positive")
+        self._raptor_shape = (raptor_workers, raptor_worker_cores, raptor_worker_gpus)
+        self.start_timeout = start_timeout
+        self.close_timeout = close_timeout
+        self.max_output = max_output
+        self._runtime: Runtime | None = None
+        self._thread: RPThread | None = None
+        self._uids = itertools.count()
+        self._attempts: dict[str, _Attempt] = {}
+        self._outbox: dict[str, dict[str, Any]] = {}  # described, not yet submitted
+        self._cancels: list[str] = []
+        self._flush_scheduled = False
+        self._submitting = False
+        self._pilot_error: str | None = None
+        self._raptor: asyncio.Future[str] | None = None
+        self._raptor_error: str | None = None
+        self._raptor_uids: frozenset[str] = frozenset()
+
+    # -- RADICAL-Pilot objects, for callers that need the native API (None until started) --
+    @property
+    def session(self) -> Any:
+        return self._runtime.session if self._runtime else None
+
+    @property
+    def pilot(self) -> Any:
+        return self._runtime.pilot if self._runtime else None
+
+    @property
+    def task_manager(self) -> Any:
+        return self._runtime.tmgr if self._runtime else None
+
+    @property
+    def pilot_fields(self) -> dict[str, Any]:
+        """The `rp.PilotDescription` fields this backend submits."""
+        return dict(self._pilot_fields)
+
+    def get_task_states_map(self) -> StateMapper:
+        return StateMapper(self.backend_name, native=TASK_STATES)
+
+    # -- engine hooks ----------------------------------------------------------------------
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        inbox = _Inbox(loop, self._on_event)
+        runtime = self._runtime = Runtime(self._pilot_fields, inbox.task_event, inbox.pilot_event)
+        self._thread = RPThread(f"rhapsody-{self.name}")
+        # A process that exits without shutdown() must not leave the agent running (its
+        # heartbeat timeout is ten minutes).
+        atexit.register(runtime.kill_leftovers)
+        try:
+            await asyncio.wait_for(self._rp(runtime.start, self.start_timeout),
+                                   self.start_timeout + self.close_timeout)
+        except Exception as exc:
+            if not isinstance(exc, TimeoutError):  # else the RP thread is stuck: skip close()
+                await self._close_quietly(runtime)
+            await asyncio.to_thread(runtime.kill_leftovers)
+            self._release(runtime)
+            why = str(exc) if isinstance(exc, StartError) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, TimeoutError):
+                why = f"RADICAL-Pilot did not start within {self.start_timeout:g} s"
+            raise BackendError(f"backend {self.name!r} failed to start: {why}") from exc
+        except BaseException:  # cancelled or interrupted while starting: stop what started
+            runtime.kill_leftovers()
+            self._release(runtime)
+            raise
+
+    async def _stop(self) -> None:
+        runtime = self._runtime
+        if runtime is None:
+            return
+        await self._close_quietly(runtime)
+        leftovers = await asyncio.to_thread(runtime.kill_leftovers)
+        if leftovers:
+            logger.warning("%s: stopped %d process(es) RADICAL-Pilot left behind: %s",
+                           self.name, len(leftovers), ", ".join(leftovers[:10]))
+        self._release(runtime)
+
+    def _check_task(self, task: TaskDescription) -> None:
+        translate.check(task)
+        if task.is_function:
+            _, cores, gpus = self._raptor_shape
+            where = "a raptor worker"
+        else:
+            ranks = task.backend_kwargs.get("ranks", 1)
+            cores = self._pilot_fields.get("cores", 0) // ranks
+            gpus = self._pilot_fields.get("gpus", 0)
+            where = "the pilot"
+            if "cores" not in self._pilot_fields:  # sized in nodes: RADICAL-Pilot checks
+                return
+        if task.cores > cores or task.gpus > gpus:
+            raise ResourceError(
+                f"task {task.uid!r} asks for {task.cores} core(s) and {task.gpus} GPU(s) per rank, "
+                f"but {where} has {cores} core(s) and {gpus} GPU(s)"
+            )
+
+    async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
+        if self._pilot_error is not None:
+            return Outcome.failure(self._pilot_error)
+        if task.is_function:
+            fields = await self._describe_function(task)
+            if isinstance(fields, Outcome):
+                return fields
+        else:
+            fields = translate.executable_fields(task)
+            fields.update(translate.pass_through(task))
+        uid = fields["uid"] = f"rh.{next(self._uids):06d}"
+        fields.setdefault("name", task.uid)
+        assert self._loop is not None
+        attempt = _Attempt(task, ctx, self._loop.create_future())
+        self._attempts[uid] = attempt
+        self._outbox[uid] = fields
+        self._schedule_flush()
+        try:
+            outcome, result = await attempt.future
+        except asyncio.CancelledError:
+            self._withdraw(uid)
+            raise
+        finally:
+            self._attempts.pop(uid, None)
+        sandbox = result.get("sandbox")
+        if sandbox and (translate.was_shortened(outcome.stdout)
+                        or translate.was_shortened(outcome.stderr)):
+            await asyncio.to_thread(self._read_streams, outcome, Path(sandbox), uid)
+        return outcome
+
+    # -- submission --------------------------------------------------------------------------
+    def _rp(self, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        assert self._thread is not None and self._loop is not None
+        return self._thread.run(self._loop, func, *args)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Submit what was described since the last flush; cancel what was withdrawn."""
+        self._flush_scheduled = False
+        assert self._runtime is not None
+        if self._cancels:
+            uids, self._cancels = self._cancels, []
+            self._rp(self._runtime.cancel, uids).add_done_callback(_log_failure)
+        if self._outbox and not self._submitting:
+            batch, self._outbox = list(self._outbox.values()), {}
+            self._submitting = True
+            done = functools.partial(self._submitted, batch)
+            self._rp(self._runtime.submit, batch).add_done_callback(done)
+
+    def _submitted(self, batch: list[dict[str, Any]], future: asyncio.Future[None]) -> None:
+        self._submitting = False
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            outcome = Outcome.failure(f"RADICAL-Pilot refused the task: {type(error).__name__}: {error}")
+            for fields in batch:
+                self._resolve(fields["uid"], outcome, {})
+        if self._outbox:  # described while this batch was being submitted
+            self._schedule_flush()
+
+    def _withdraw(self, uid: str) -> None:
+        """The engine cancelled an attempt (cancel, timeout, shutdown): stop it in RADICAL-Pilot."""
+        if self._outbox.pop(uid, None) is None:
+            self._cancels.append(uid)  # queued behind its submission on the RP thread
+            self._schedule_flush()
+
+    def _resolve(self, uid: str, outcome: Outcome, result: dict[str, Any]) -> None:
+        attempt = self._attempts.get(uid)
+        if attempt is not None and not attempt.future.done():
+            attempt.future.set_result((outcome, result))
+
+    # -- events from RADICAL-Pilot (on the loop) ----------------------------------------------
+    def _on_event(self, event: tuple[Any, ...]) -> None:
+        if event[0] == "pilot":
+            self._on_pilot_final(event[1], event[2])
+            return
+        _, uid, state, result = event
+        attempt = self._attempts.get(uid)
+        if attempt is None:
+            if uid in self._raptor_uids and result is not None and not self._closing:
+                self._on_raptor_final(uid, result)
+            return
+        if result is None:
+            attempt.ctx.started()
+            return
+        task = attempt.task
+        if task.is_function:
+            outcome = translate.function_outcome(result)
+        else:
+            outcome = translate.executable_outcome(task, result)
+        if result.get("sandbox"):
+            outcome.extra = {"radical_sandbox": result["sandbox"]}
+        self._resolve(uid, outcome, result)
+
+    def _on_pilot_final(self, state: str, diagnostics: str) -> None:
+        if self._closing:
+            return
+        assert self._runtime is not None
+        self._pilot_error = (f"pilot on {self._runtime.resource} ended {state}\n{diagnostics}")
+        logger.error("%s: %s", self.name, self._pilot_error)
+        for uid in list(self._attempts):
+            self._resolve(uid, Outcome.failure(self._pilot_error), {})
+
+    def _on_raptor_final(self, uid: str, result: dict[str, Any]) -> None:
+        self._raptor_error = (f"raptor task {uid} ended {result['state']}"
+                              f"{translate.failure_detail(result)}")
+        logger.error("%s: %s", self.name, self._raptor_error)
+        for attempt_uid, attempt in list(self._attempts.items()):
+            if attempt.task.is_function:
+                self._resolve(attempt_uid, Outcome.failure(self._raptor_error), {})
+
+    # -- function tasks ----------------------------------------------------------------------
+    async def _describe_function(self, task: TaskDescription) -> dict[str, Any] | Outcome:
+        try:
+            raptor_uid = await asyncio.shield(self._ensure_raptor())
+        except Exception as exc:
+            return Outcome.failure(f"cannot start raptor: {type(exc).__name__}: {exc}")
+        if self._raptor_error is not None:
+            return Outcome.failure(self._raptor_error)
+        call = functools.partial(_call.call, task.function, task.args, task.kwargs)
+        try:
+            payload = rp.PythonTask(call, (), {})
+        except Exception as exc:
+            return Outcome.failure(f"cannot send {task.function!r} to the worker: {exc}",
+                                   exception=exc)
+        fields: dict[str, Any] = {
+            "mode": rp.TASK_FUNCTION, "function": payload, "raptor_id": raptor_uid,
+            "environment": dict(task.environment or {}),
+        }
+        if task.working_directory is not None:
+            fields["sandbox"] = os.path.abspath(task.working_directory)
+        if task.timeout is not None:
+            fields["timeout"] = task.timeout  # the worker then kills the call itself
+        return fields
+
+    def _ensure_raptor(self) -> asyncio.Future[str]:
+        if self._raptor is None:
+            self._raptor = asyncio.ensure_future(self._start_raptor())
+        return self._raptor
+
+    async def _start_raptor(self) -> str:
+        assert self._runtime is not None
+        master, workers = await self._rp(self._runtime.start_raptor, *self._raptor_shape)
+        self._raptor_uids = frozenset((master, *workers))
+        return master
+
+    # -- helpers -----------------------------------------------------------------------------
+    async def _close_quietly(self, runtime: Runtime) -> None:
+        try:
+            await asyncio.wait_for(self._rp(runtime.close), self.close_timeout)
+        except Exception as exc:
+            logger.warning("%s: RADICAL-Pilot did not close cleanly (%s: %s); stopping its "
+                           "processes", self.name, type(exc).__name__, exc)
+
+    def _release(self, runtime: Runtime) -> None:
+        atexit.unregister(runtime.kill_leftovers)
+        if self._thread is not None:
+            self._thread.stop()
+
+    def _read_streams(self, outcome: Outcome, sandbox: Path, uid: str) -> None:
+        """Replace RADICAL-Pilot's 1 KiB tails with the streams' files (local pilots only)."""
+        for field, suffix in (("stdout", "out"), ("stderr", "err")):
+            if not translate.was_shortened(getattr(outcome, field)):
+                continue
+            path = sandbox / f"{uid}.{suffix}"
+            try:
+                with path.open("rb") as handle:
+                    size = handle.seek(0, os.SEEK_END)
+                    keep = size if size <= self.max_output else _TAIL_BYTES
+                    handle.seek(size - keep)
+                    text = handle.read().decode(errors="replace")
+            except OSError:
+                continue
+            setattr(outcome, field, text)
+            if keep < size:
+                outcome.extra = {**(outcome.extra or {}), f"{field}_file": str(path)}
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("RADICAL-Pilot call failed: %r", future.exception())

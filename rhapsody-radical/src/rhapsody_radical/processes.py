@@ -1,0 +1,103 @@
+"""Find and stop the processes of one RADICAL-Pilot session.
+
+RADICAL-Pilot's client components daemonize (their parent becomes init) and stay in the
+caller's process group; the agent hangs below a bootstrap script in that group too; each task
+runs in a session of its own. So neither "our children" nor "our process group" names them
+without also naming the caller or other sessions. What marks them is the session id: on the
+command line (bootstrap, task scripts), as `RP_SESSION_ID` in the environment (tasks, raptor),
+or in the working directory of a component (named `rp.<component>`). Their descendants belong
+to the session too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+
+
+def session_processes(sid: str) -> list[psutil.Process]:
+    """Live processes of this user that belong to RADICAL-Pilot session `sid`."""
+    me, uid = os.getpid(), os.getuid()
+    marked: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["uids", "status"]):
+        try:
+            uids = proc.info["uids"]
+            if proc.pid == me or uids is None or uids.real != uid:
+                continue
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and _marked(proc, sid):
+                marked[proc.pid] = proc
+        except psutil.Error:
+            continue
+    for proc in list(marked.values()):
+        try:
+            for child in proc.children(recursive=True):
+                if child.pid != me and child.status() != psutil.STATUS_ZOMBIE:
+                    marked.setdefault(child.pid, child)
+        except psutil.Error:
+            continue
+    return list(marked.values())
+
+
+def _marked(proc: psutil.Process, sid: str) -> bool:
+    try:
+        if any(sid in part for part in proc.cmdline()):
+            return True
+    except psutil.Error:
+        pass
+    try:
+        if proc.environ().get("RP_SESSION_ID") == sid:
+            return True
+    except psutil.Error:
+        pass
+    try:
+        return proc.name().startswith("rp.") and sid in proc.cwd()
+    except psutil.Error:
+        return False
+
+
+def kill_session(sid: str, grace: float = 2.0) -> list[str]:
+    """SIGTERM every process of session `sid`, then SIGKILL what outlives `grace` seconds.
+
+    Returns "pid name" of each process that was still there (empty when none was).
+    """
+    stopped: list[str] = []
+    for _ in range(3):  # a dying component may fork a helper: look again
+        procs = session_processes(sid)
+        if not procs:
+            break
+        for proc in procs:
+            try:
+                stopped.append(f"{proc.pid} {proc.name()}")
+                proc.terminate()
+            except psutil.Error:
+                pass
+        alive = _wait_gone(procs, grace)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        _wait_gone(alive, grace)
+    return stopped
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until `procs` exited; returns those still alive after `timeout` seconds.
+
+    Zombies count as gone: most of these processes are not our children (psutil.wait_procs
+    would wait on them until their reaper, often a container's init that never reaps)."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if _alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if _alive(p)]
+    return alive

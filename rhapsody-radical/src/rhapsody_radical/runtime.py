@@ -1,0 +1,233 @@
+"""One RADICAL-Pilot session: a PilotManager, one pilot, a TaskManager and, on demand, raptor.
+
+Everything here blocks, so the backend runs it on one dedicated thread (`RPThread`). One thread
+also keeps RADICAL-Pilot's client objects from being used concurrently: its ZMQ publishers are
+not thread-safe. RADICAL-Pilot calls `on_task` / `on_pilot` from its own threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import radical.pilot as rp  # type: ignore[import-untyped]
+
+from rhapsody_radical import _raptor, processes
+from rhapsody_radical.states import FINAL
+
+T = TypeVar("T")
+TaskCallback = Callable[[str, str, "dict[str, Any] | None"], None]
+PilotCallback = Callable[[str, str], None]
+
+# Fields of a final task that the backend turns into an outcome.
+_RESULT_FIELDS = ("stdout", "stderr", "exit_code", "return_value", "exception", "exception_detail")
+_TAIL_LINES = 25
+_LOG_ENTRY = re.compile(r"\d{9,}\.\d+ : ")
+
+
+class StartError(RuntimeError):
+    """The pilot did not become active; the message carries the diagnostics."""
+
+
+class RPThread:
+    """A daemon thread that runs blocking calls one at a time for an event loop.
+
+    A daemon, unlike an executor's worker: a call stuck inside RADICAL-Pilot must not keep the
+    interpreter from exiting.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[Any, BaseException | None], None]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, loop: asyncio.AbstractEventLoop, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue `func(*args)`; the returned future (of `loop`) resolves with its result."""
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(value: Any, error: BaseException | None) -> None:
+            if not future.done():
+                if error is None:
+                    future.set_result(value)
+                else:
+                    future.set_exception(error)
+
+        def done(value: Any, error: BaseException | None) -> None:
+            try:
+                loop.call_soon_threadsafe(settle, value, error)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+        self._jobs.put((lambda: func(*args), done))
+        return future
+
+    def stop(self) -> None:
+        """Let the thread end after the queued calls."""
+        self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            func, done = job
+            try:
+                value = func()
+            except BaseException as exc:  # handed to the caller, never lost in this thread
+                done(None, exc)
+            else:
+                done(value, None)
+
+
+class Runtime:
+    """The RADICAL-Pilot objects of one backend. Every method blocks; call from one thread."""
+
+    def __init__(self, pilot_description: Mapping[str, Any], on_task: TaskCallback,
+                 on_pilot: PilotCallback) -> None:
+        self.pilot_description = dict(pilot_description)
+        # Chosen here, not by RADICAL-Pilot, so that its processes can be found and stopped
+        # even when creating the session itself hangs.
+        self.sid = f"rp.session.{uuid.uuid4()}"
+        self._on_task = on_task
+        self._on_pilot = on_pilot
+        self.session: Any = None
+        self.pmgr: Any = None
+        self.tmgr: Any = None
+        self.pilot: Any = None
+        self.raptor_uids: tuple[str, ...] = ()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, timeout: float) -> None:
+        """Create the session and submit the pilot; return once it is active.
+
+        Raises `StartError` (with the agent's log tails) when the pilot fails, ends or is not
+        active within `timeout` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        self.session = rp.Session(uid=self.sid)
+        self.pmgr = rp.PilotManager(session=self.session)
+        self.tmgr = rp.TaskManager(session=self.session)
+        self.tmgr.register_callback(self._task_cb)
+        try:
+            description = rp.PilotDescription(self.pilot_description)
+            self.pilot = self.pmgr.submit_pilots(description)
+        except Exception as exc:
+            raise StartError(f"cannot submit the pilot: {type(exc).__name__}: {exc}") from exc
+        self.pilot.register_callback(self._pilot_cb)
+        self.tmgr.add_pilots(self.pilot)
+        left = max(deadline - time.monotonic(), 1.0)
+        state = self.pilot.wait(state=[rp.PMGR_ACTIVE, *FINAL], timeout=left)
+        if state != rp.PMGR_ACTIVE:
+            what = (f"ended {state}" if state in FINAL
+                    else f"was not active after {timeout:g} s (state {state})")
+            raise StartError(f"pilot {self.pilot.uid} on {self.resource} {what}\n"
+                             f"{self.diagnostics()}")
+
+    def close(self) -> None:
+        """Close the session (terminating the pilot) without downloading profiles."""
+        if self.raptor_uids and self.tmgr is not None:
+            # raptor's own 'stop' RPC can block forever; cancelling its tasks takes 0.3 s
+            self.tmgr.cancel_tasks(list(self.raptor_uids))
+        if self.session is not None:
+            self.session.close(download=False)
+
+    def kill_leftovers(self) -> list[str]:
+        """Stop whatever process of this session is still alive (see `processes`)."""
+        return processes.kill_session(self.sid)
+
+    @property
+    def resource(self) -> str:
+        return str(self.pilot_description.get("resource"))
+
+    # -- tasks -------------------------------------------------------------------------------
+    def submit(self, batch: Sequence[Mapping[str, Any]]) -> None:
+        self.tmgr.submit_tasks([rp.TaskDescription(dict(fields)) for fields in batch])
+
+    def cancel(self, uids: Sequence[str]) -> None:
+        self.tmgr.cancel_tasks(list(uids))
+
+    def start_raptor(self, workers: int, cores: int, gpus: int) -> tuple[str, tuple[str, ...]]:
+        """Submit a raptor master and its workers (the race-free classes of `_raptor`)."""
+        source = str(Path(_raptor.__file__).resolve())
+        master = self.pilot.submit_raptors([rp.TaskDescription({
+            "mode": rp.RAPTOR_MASTER, "raptor_file": source, "raptor_class": "Master",
+        })])[0]
+        described = [rp.TaskDescription({
+            "mode": rp.RAPTOR_WORKER, "raptor_file": source, "raptor_class": "Worker",
+            "ranks": 1, "cores_per_rank": cores, "gpus_per_rank": gpus,
+        }) for _ in range(workers)]
+        worker_uids = tuple(w.uid for w in master.submit_workers(described))
+        self.raptor_uids = (master.uid, *worker_uids)
+        return master.uid, worker_uids
+
+    # -- RADICAL-Pilot's callbacks (its threads) -----------------------------------------------
+    def _task_cb(self, task: Any, state: str) -> None:
+        result = None
+        if state in FINAL:
+            result = {name: getattr(task, name, None) for name in _RESULT_FIELDS}
+            result["state"] = state
+            result["sandbox"] = _local_path(task.sandbox)
+        self._on_task(task.uid, state, result)
+
+    def _pilot_cb(self, pilot: Any, state: str) -> None:
+        if state in FINAL:
+            self._on_pilot(state, self.diagnostics())
+
+    # -- diagnostics -----------------------------------------------------------------------------
+    def diagnostics(self) -> str:
+        """The tails of the bootstrap and agent logs, and the client's last launch error."""
+        parts = []
+        sandbox = _local_path(self.pilot.pilot_sandbox) if self.pilot is not None else None
+        if sandbox:
+            parts.append(f"pilot sandbox: {sandbox}")
+            for name in ("bootstrap_0.out", "bootstrap_0.err", "agent_0.out", "agent_0.err"):
+                parts.append(_tail(Path(sandbox) / name))
+        if self.session is not None:
+            parts.append(_launch_error(Path(self.session.path)))
+        return "\n".join(p for p in parts if p) or "(no agent or launcher log found)"
+
+
+def _local_path(url: Any) -> str | None:
+    """The local path of a `file://localhost/...` sandbox URL (None for remote ones)."""
+    if not url:
+        return None
+    parsed = urlparse(str(url))
+    if parsed.scheme not in ("", "file") or parsed.netloc not in ("", "localhost"):
+        return None
+    return parsed.path
+
+
+def _tail(path: Path, lines: int = _TAIL_LINES) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, 2)
+            handle.seek(max(handle.tell() - 16384, 0))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+    kept = [line for line in text.splitlines() if line.strip()][-lines:]
+    return f"--- {path.name} (last {len(kept)} lines) ---\n" + "\n".join(kept) if kept else ""
+
+
+def _launch_error(session_dir: Path) -> str:
+    """The last ERROR entry of the client's pilot launcher log, with its traceback."""
+    log = session_dir / "pmgr_launching.0000.log"
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return ""
+    start = text.rfind(": ERROR ")
+    if start < 0:
+        return ""
+    first, *rest = text[text.rfind("\n", 0, start) + 1 :].splitlines()
+    entry = [first]
+    for line in rest[: _TAIL_LINES * 2]:
+        if _LOG_ENTRY.match(line):  # the next log entry: the traceback is over
+            break
+        entry.append(line)
+    return f"--- {log.name} (last error) ---\n" + "\n".join(entry)

@@ -1,0 +1,177 @@
+"""RHAPSODY task <-> RADICAL-Pilot task: descriptions out, outcomes back. No RADICAL-Pilot import.
+
+The agent runs an executable task through a generated bash script that writes
+`export NAME="value"` for each variable (unescaped) and `executable "arg" ...` with each argument
+in double quotes, escaping only backslash and double quote. `$` and backquotes would therefore
+be expanded by the script. To deliver every string verbatim, as the other backends do, values
+are escaped here for double quotes, and an argument or executable that holds shell syntax is
+passed through a variable whose expansion the script cannot re-interpret.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+from rhapsody.backends.base import Outcome
+from rhapsody.errors import TaskValidationError
+from rhapsody.task import TaskDescription
+
+from rhapsody_radical import _call
+
+#: RADICAL-Pilot fields a task may set through `task_backend_specific_kwargs`
+PASS_THROUGH = frozenset({
+    "ranks", "ranks_per_node", "cores_per_rank", "gpus_per_rank", "gpu_type", "threading_type",
+    "use_mpi", "mem_per_rank", "lfs_per_rank", "pre_exec", "post_exec", "pre_launch",
+    "post_launch", "pre_exec_sync", "named_env", "tags", "partition", "priority", "metadata",
+    "name", "input_staging", "output_staging", "stage_on_error", "startup_timeout",
+})
+# Keys core itself reads from `task_backend_specific_kwargs` (`cpus` is an alias of `cores`).
+_CORE_KEYS = frozenset({"shell", "cpus", "cores", "gpus"})
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_./+,:@%=-]+\Z")
+_ARG_VAR = "RHAPSODY_ARG_{}"
+_EXE_VAR = "RHAPSODY_EXECUTABLE"
+_SHORTENED = "[... CONTENT SHORTENED ...]"
+
+
+def check(task: TaskDescription) -> None:
+    """Reject at submit what the agent's script cannot carry."""
+    for name in task.environment or {}:
+        if not _ENV_NAME.match(name):
+            raise TaskValidationError(
+                f"variable name {name!r} is not a shell variable name", uid=task.uid,
+                field="environment",
+            )
+    ranks = task.backend_kwargs.get("ranks", 1)
+    if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
+        raise TaskValidationError(f"ranks must be a whole number >= 1, got {ranks!r}",
+                                  uid=task.uid, field="task_backend_specific_kwargs")
+    unknown = sorted(set(task.backend_kwargs) - PASS_THROUGH - _CORE_KEYS)
+    if unknown:
+        raise TaskValidationError(
+            f"unknown RADICAL-Pilot field(s) {', '.join(map(repr, unknown))}; "
+            f"supported: {', '.join(sorted(PASS_THROUGH))}",
+            uid=task.uid, field="task_backend_specific_kwargs",
+        )
+
+
+def _quoted(text: str) -> str:
+    """`text` escaped for a double-quoted bash string."""
+    for char in ("\\", '"', "$", "`"):
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def executable_fields(task: TaskDescription) -> dict[str, Any]:
+    """The RADICAL-Pilot description fields of an executable task (besides uid and resources)."""
+    assert task.executable is not None
+    env = {name: _quoted(value) for name, value in (task.environment or {}).items()}
+    if task.shell:
+        line = " ".join([task.executable, *(shlex.quote(a) for a in task.arguments)])
+        executable, arguments = "/bin/sh", ["-c", line]
+    else:
+        executable, arguments = task.executable, list(task.arguments)
+    if not _PLAIN_WORD.match(executable):
+        env[_EXE_VAR] = _quoted(executable)
+        executable = f'"${{{_EXE_VAR}}}"'  # the script does not quote the executable itself
+    for i, arg in enumerate(arguments):
+        if "$" in arg or "`" in arg:
+            env[_ARG_VAR.format(i)] = _quoted(arg)
+            arguments[i] = f"${{{_ARG_VAR.format(i)}}}"
+    fields: dict[str, Any] = {"executable": executable, "arguments": arguments, "environment": env}
+    pre_exec = []
+    if task.working_directory is not None:
+        # RADICAL-Pilot writes its scripts and logs into the task sandbox: keep that, and run
+        # the program itself in the requested directory.
+        where = _quoted(os.path.abspath(task.working_directory))
+        pre_exec.append(f'mkdir -p "{where}" && cd "{where}"')
+    user_pre_exec = task.backend_kwargs.get("pre_exec")
+    if user_pre_exec:
+        pre_exec.extend([user_pre_exec] if isinstance(user_pre_exec, str) else user_pre_exec)
+    if pre_exec:
+        fields["pre_exec"] = pre_exec
+    return fields
+
+
+def pass_through(task: TaskDescription) -> dict[str, Any]:
+    """Resources and the fields the task sets through `task_backend_specific_kwargs`."""
+    fields = {"ranks": 1, "cores_per_rank": task.cores, "gpus_per_rank": task.gpus}
+    fields.update((k, v) for k, v in task.backend_kwargs.items() if k in PASS_THROUGH)
+    if task.timeout is not None:
+        fields["timeout"] = task.timeout  # the agent stops it too, freeing its cores
+    return fields
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+def signal_reason(code: int) -> tuple[str, int] | None:
+    """A bash exit status above 128 reports a signal; (reason, -signal) like the other backends."""
+    if not 128 < code < 128 + signal.NSIG:
+        return None
+    number = code - 128
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    return f"killed by signal {name} ({number})", -number
+
+
+def executable_outcome(task: TaskDescription, result: Mapping[str, Any]) -> Outcome:
+    """The outcome of an executable task from its final RADICAL-Pilot state and fields."""
+    state = result["state"]
+    stdout, stderr = result.get("stdout") or "", result.get("stderr") or ""
+    code = result.get("exit_code")
+    if state == "DONE":
+        return Outcome(True, stdout=stdout, stderr=stderr, exit_code=0 if code is None else code)
+    if state == "CANCELED":
+        return Outcome.failure(f"canceled by RADICAL-Pilot{failure_detail(result)}", stdout=stdout,
+                               stderr=stderr)
+    if code is None:
+        return Outcome.failure(f"RADICAL-Pilot reported FAILED{failure_detail(result)}", stdout=stdout,
+                               stderr=stderr)
+    code = int(code)
+    last_line = stderr.strip().rsplit("\n", 1)[-1] if stderr.strip() else ""
+    if code == 127 and ("not found" in last_line or "No such file" in last_line):
+        reason = f"cannot start {task.executable!r}: no such executable (exit code 127)"
+    elif code == 126:
+        reason = f"cannot start {task.executable!r}: not executable (exit code 126)"
+    elif killed := signal_reason(code):
+        reason, code = killed
+    else:
+        reason = f"exit code {code}"
+    return Outcome.failure(reason, stdout=stdout, stderr=stderr, exit_code=code)
+
+
+def function_outcome(result: Mapping[str, Any]) -> Outcome:
+    """The outcome of a function task: unpack what `_call.call` sent back."""
+    stdout, stderr = result.get("stdout") or "", result.get("stderr") or ""
+    packed = _call.unpack(result.get("return_value")) if result["state"] == "DONE" else None
+    if packed is None:
+        what = "canceled by RADICAL-Pilot" if result["state"] == "CANCELED" else (
+            "the raptor worker could not run it")
+        return Outcome.failure(f"{what}{failure_detail(result)}", stdout=stdout, stderr=stderr)
+    kind, value, trace = packed
+    if kind == "ok":
+        return Outcome(True, stdout=stdout, stderr=stderr, return_value=value)
+    if trace:
+        stderr = f"{stderr}{trace}" if not stderr or stderr.endswith("\n") else f"{stderr}\n{trace}"
+    return Outcome.failure(f"{type(value).__name__}: {value}", exception=value, stdout=stdout,
+                           stderr=stderr)
+
+
+def failure_detail(result: Mapping[str, Any]) -> str:
+    exception = result.get("exception")
+    detail = result.get("exception_detail")
+    parts = [str(p).strip().rsplit("\n", 1)[-1] for p in (exception, detail) if p]
+    return f": {'; '.join(parts)}" if parts else ""
+
+
+def was_shortened(text: str | None) -> bool:
+    """RADICAL-Pilot keeps only the last 1 KiB of a stream in the task and says so."""
+    return text is not None and text.startswith(_SHORTENED)

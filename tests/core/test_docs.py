@@ -1,0 +1,26 @@
+"""Every hook is documented with its signature (in the style of datasette's test_docs)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from rhapsody import hookspecs
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+HOOKS = [
+    name for name, obj in vars(hookspecs).items()
+    if name.startswith("rhapsody_") and inspect.isfunction(obj)
+]
+
+
+def test_there_are_hooks() -> None:
+    assert len(HOOKS) == 3
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_hook_is_documented_with_its_signature(hook: str) -> None:
+    params = ", ".join(inspect.signature(getattr(hookspecs, hook)).parameters)
+    assert f"## {hook}({params})" in (DOCS / "hooks.md").read_text()
