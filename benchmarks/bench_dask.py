@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from distributed import Client, get_worker
-
 from rhapsody_dask.backend import DaskExecutionBackend
 
 
@@ -71,7 +70,9 @@ async def plain_chain(client: Client, n: int) -> None:
 _batch = 0
 
 
-async def ours(backend: DaskExecutionBackend, make: Callable[[int, str], dict[str, Any]], n: int) -> None:
+async def ours(
+    backend: DaskExecutionBackend, make: Callable[[int, str], dict[str, Any]], n: int
+) -> None:
     global _batch
     _batch += 1
     prefix = f"b{_batch}."
@@ -109,22 +110,38 @@ async def main(args: argparse.Namespace) -> None:
         await ours(backend, function_task, 50)
         await ours(backend, executable_task, 10)
         rows: list[tuple[str, int, dict[str, Callable[[], Awaitable[None]]]]] = [
-            (f"{args.functions} trivial functions", args.functions, {
-                "plain dask": lambda: plain_functions(client, args.functions),
-                "plain + start event": lambda: plain_functions_announced(client, args.functions),
-                "rhapsody dask": lambda: ours(backend, function_task, args.functions),
-            }),
-            (f"{args.executables} x /bin/true", args.executables, {
-                "plain dask": lambda: plain_executables(client, args.executables),
-                "rhapsody dask": lambda: ours(backend, executable_task, args.executables),
-            }),
-            (f"chain of {args.chain} dependent tasks", args.chain, {
-                "plain dask": lambda: plain_chain(client, args.chain),
-                "rhapsody dask": lambda: ours(backend, chain_task, args.chain),
-            }),
+            (
+                f"{args.functions} trivial functions",
+                args.functions,
+                {
+                    "plain dask": lambda: plain_functions(client, args.functions),
+                    "plain + start event": lambda: plain_functions_announced(
+                        client, args.functions
+                    ),
+                    "rhapsody dask": lambda: ours(backend, function_task, args.functions),
+                },
+            ),
+            (
+                f"{args.executables} x /bin/true",
+                args.executables,
+                {
+                    "plain dask": lambda: plain_executables(client, args.executables),
+                    "rhapsody dask": lambda: ours(backend, executable_task, args.executables),
+                },
+            ),
+            (
+                f"chain of {args.chain} dependent tasks",
+                args.chain,
+                {
+                    "plain dask": lambda: plain_chain(client, args.chain),
+                    "rhapsody dask": lambda: ours(backend, chain_task, args.chain),
+                },
+            ),
         ]
-        print(f"LocalCluster {args.workers} worker(s) x {args.threads} thread(s), "
-              f"median of {args.rounds} alternating rounds\n")
+        print(
+            f"LocalCluster {args.workers} worker(s) x {args.threads} thread(s), "
+            f"median of {args.rounds} alternating rounds\n"
+        )
         header = f"{'workload':34} {'variant':20} {'seconds':>8} {'tasks/s':>9} {'vs plain':>9}"
         print(header)
         print("-" * len(header))
@@ -136,8 +153,10 @@ async def main(args: argparse.Namespace) -> None:
             plain = statistics.median(times["plain dask"])
             for name, samples in times.items():
                 median = statistics.median(samples)
-                print(f"{title:34} {name:20} {median:8.2f} {count / median:9.0f} "
-                      f"{median / plain:8.2f}x")
+                print(
+                    f"{title:34} {name:20} {median:8.2f} {count / median:9.0f} "
+                    f"{median / plain:8.2f}x"
+                )
     finally:
         await backend.shutdown()
 

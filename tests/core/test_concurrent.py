@@ -332,3 +332,15 @@ async def test_isolated_function_timeout_kills_it(backend: Any) -> None:
     assert isinstance(error, TaskExecutionError) and "timed out" in str(error)
     new = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
     assert not [p for p in new if alive(p.pid)]
+
+
+async def test_sizes_itself_from_the_allocation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "nid001")
+    monkeypatch.setenv("SLURM_CPUS_ON_NODE", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    monkeypatch.setenv("SLURM_JOB_GPUS", "3,5")
+    backend = ConcurrentExecutionBackend()
+    assert backend.resources is not None
+    assert backend.resources.total_cores == 1
+    assert backend.resources.gpu_ids == ("3", "5")

@@ -11,7 +11,8 @@ from rhapsody import hookspecs
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 HOOKS = [
-    name for name, obj in vars(hookspecs).items()
+    name
+    for name, obj in vars(hookspecs).items()
     if name.startswith("rhapsody_") and inspect.isfunction(obj)
 ]
 

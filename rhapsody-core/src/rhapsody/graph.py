@@ -115,15 +115,25 @@ class TaskGraph:
                 check(desc)
             batch[uid] = desc
             uids.append(uid)
-        for uid, desc in batch.items():
+        # Dependencies on earlier tasks of the batch (or earlier submissions) cannot form a
+        # cycle; only a dependency on a later task of the batch needs the full cycle check.
+        position = {uid: i for i, uid in enumerate(uids)}
+        forward = False
+        for i, (uid, desc) in enumerate(batch.items()):
             for dep in desc.dependencies:
-                if dep not in batch and dep not in live and dep not in finished:
-                    raise TaskValidationError(
-                        f"depends on unknown task {dep!r} (not in this or an earlier submission)",
-                        uid=uid,
-                        field="dependencies",
-                    )
-        _reject_cycles(batch)
+                where = position.get(dep)
+                if where is None:
+                    if dep not in live and dep not in finished:
+                        raise TaskValidationError(
+                            f"depends on unknown task {dep!r} "
+                            "(not in this or an earlier submission)",
+                            uid=uid,
+                            field="dependencies",
+                        )
+                elif where > i:
+                    forward = True
+        if forward:
+            _reject_cycles(batch)
         nodes = []
         seq = self._seq
         for task, uid in zip(tasks, uids, strict=False):

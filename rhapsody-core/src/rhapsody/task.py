@@ -176,9 +176,7 @@ def _arguments(raw: Any, bad: BadField) -> tuple[str, ...]:
         if raw is None or isinstance(raw, (list, tuple)):
             return ()
     elif (
-        type(raw) is list
-        and all(type(item) is str for item in raw)
-        and "\x00" not in "".join(raw)
+        type(raw) is list and all(type(item) is str for item in raw) and "\x00" not in "".join(raw)
     ):
         return tuple(raw)  # the common case, checked in one pass
     if not isinstance(raw, (list, tuple)):

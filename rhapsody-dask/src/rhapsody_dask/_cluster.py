@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -11,8 +12,9 @@ from typing import Any
 import attrs
 from distributed import LocalCluster
 from distributed.deploy.utils import nprocesses_nthreads
-
 from rhapsody.resources import detect_cores, detect_gpus
+
+from rhapsody_dask import _orphans
 
 # The resource names workers declare and tasks' `cores` / `gpus` are restricted by.
 CORES = "cores"
@@ -38,7 +40,7 @@ class ClusterShape:
         processes x threads) and its GPUs shared evenly between the workers."""
         cores = detect_cores()
         if n_workers is None and threads_per_worker is None:
-            n_workers, threads_per_worker = nprocesses_nthreads(cores)
+            n_workers, threads_per_worker = nprocesses_nthreads(cores)  # type: ignore[no-untyped-call]
         elif n_workers is None:
             assert threads_per_worker is not None
             n_workers = max(1, cores // threads_per_worker)
@@ -64,16 +66,18 @@ class ClusterShape:
 
 
 class EmbeddedCluster:
-    """A LocalCluster with its own scratch directory, closed without log noise."""
+    """A LocalCluster with its own scratch directory; closing it leaves no task process."""
 
     def __init__(self, cluster: LocalCluster, scratch: str) -> None:
         self.cluster = cluster
         self._scratch = scratch
+        self.children_dir = os.path.join(scratch, "children")  # see _orphans
 
     @classmethod
     async def start(cls, shape: ClusterShape, extra: Mapping[str, Any]) -> EmbeddedCluster:
         # Clusters sharing dask's default scratch space remove each other's files: own one.
         scratch = tempfile.mkdtemp(prefix="rhapsody-dask-")
+        os.mkdir(os.path.join(scratch, "children"))
         options: dict[str, Any] = {
             "n_workers": shape.n_workers,
             "threads_per_worker": shape.threads_per_worker,
@@ -86,14 +90,19 @@ class EmbeddedCluster:
             **extra,
         }
         try:
-            cluster = await LocalCluster(asynchronous=True, **options)
+            cluster = await LocalCluster(asynchronous=True, **options)  # type: ignore[no-untyped-call]
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
         return cls(cluster, scratch)
 
     async def close(self) -> None:
+        """Close the cluster and remove its scratch space. Idempotent."""
         try:
-            await self.cluster.close()
+            closing = self.cluster.close()
+            if closing is not None:  # always, for an asynchronous cluster
+                await closing
         finally:
+            # Children of workers that were killed outright are still running: stop them too.
+            _orphans.kill_recorded(self.children_dir)
             shutil.rmtree(self._scratch, ignore_errors=True)

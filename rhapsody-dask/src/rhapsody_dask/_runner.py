@@ -6,34 +6,34 @@ dask-jobqueue cluster started from the same environment.
 
 Executables run as a child process in its own session, so the whole process tree can be
 signalled; its output goes to unnamed temporary files (no pipes to drain, nothing held open by
-grandchildren). On Linux the child also gets SIGKILL if the worker thread that started it dies,
-so a worker killed with SIGKILL does not leave its tasks' processes behind.
+grandchildren). Cancellation reaches them through `stop_children`, broadcast by the backend.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import ctypes
+import contextlib
 import inspect
+import logging
 import os
 import pickle
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Collection
 from typing import IO, Any
 
 import attrs
 from distributed import get_worker
-from tblib import pickling_support  # type: ignore[import-untyped]
-
 from rhapsody.backends.base import Outcome
 from rhapsody.backends.execution._subprocess import TAIL_BYTES, command_line, describe_exit
 from rhapsody.task import TaskDescription
+from tblib import pickling_support  # type: ignore[import-untyped]
+
+from rhapsody_dask import _orphans
 
 
 @attrs.frozen
@@ -45,6 +45,7 @@ class Job:
     attempt: int
     spill_dir: str  # where output beyond `max_output` bytes is written in full
     max_output: int
+    children_dir: str | None  # embedded cluster: where each child is noted (see _orphans)
 
 
 def run(job: Job) -> Outcome:
@@ -101,44 +102,62 @@ _lock = threading.Lock()
 def _spawn(job: Job, key: str) -> Outcome:
     task = job.task
     argv = command_line(task)
-    if task.working_directory is not None:
-        os.makedirs(task.working_directory, exist_ok=True)
     env = None if task.environment is None else {**os.environ, **task.environment}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
+            if task.working_directory is not None:
+                os.makedirs(task.working_directory, exist_ok=True)
             child = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                cwd=task.working_directory, env=env,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=task.working_directory,
+                env=env,
                 start_new_session=True,  # own process group: the whole tree can be signalled
-                preexec_fn=_DIE_WITH_WORKER,
             )
         except OSError as exc:
-            return Outcome.failure(f"cannot start {argv[0]!r}: {exc.strerror or exc}", exception=exc)
-        with _lock:
-            _children[key] = child
-            grace = _cancelled.pop(key, None)
-        try:
-            if grace is not None:  # cancelled before it started: stop it as stop_children would
-                _signal_group(child.pid, signal.SIGTERM)
-                try:
-                    child.wait(grace)
-                except subprocess.TimeoutExpired:
-                    _signal_group(child.pid, signal.SIGKILL)
-            code = child.wait()
-        finally:
-            with _lock:
-                _children.pop(key, None)
-            # The task is over: nothing it started may outlive it.
-            _signal_group(child.pid, signal.SIGKILL)
+            return Outcome.failure(
+                f"cannot start {argv[0]!r}: {exc.strerror or exc}", exception=exc
+            )
+        code = _wait(child, key, job.children_dir)
         spill = os.path.join(job.spill_dir, f"{task.uid}.{job.attempt}".replace(os.sep, "_"))
         stdout, stdout_file = _read(out, job.max_output, f"{spill}.stdout")
         stderr, stderr_file = _read(err, job.max_output, f"{spill}.stderr")
     files = {"stdout_file": stdout_file, "stderr_file": stderr_file}
     return Outcome(
-        code == 0, None if code == 0 else describe_exit(code),
-        stdout=stdout, stderr=stderr, exit_code=code,
+        code == 0,
+        None if code == 0 else describe_exit(code),
+        stdout=stdout,
+        stderr=stderr,
+        exit_code=code,
         extra={name: path for name, path in files.items() if path is not None} or None,
     )
+
+
+def _wait(child: subprocess.Popen[bytes], key: str, children_dir: str | None) -> int:
+    """Wait for task `key`'s child, which `stop_children` can reach meanwhile; then make sure
+    nothing it started outlives it."""
+    note = None
+    with _lock:
+        _children[key] = child
+        grace = _cancelled.pop(key, None)
+    try:
+        if children_dir is not None:
+            note = _orphans.record(children_dir, child.pid)
+        if grace is not None:  # cancelled before it started: stop it as stop_children would
+            _signal_group(child.pid, signal.SIGTERM)
+            try:
+                child.wait(grace)
+            except subprocess.TimeoutExpired:
+                _signal_group(child.pid, signal.SIGKILL)
+        return child.wait()
+    finally:
+        with _lock:
+            _children.pop(key, None)
+        _signal_group(child.pid, signal.SIGKILL)
+        if note is not None:
+            os.unlink(note)
 
 
 def _read(stream: IO[bytes], limit: int, spill_path: str) -> tuple[str, str | None]:
@@ -155,7 +174,9 @@ def _read(stream: IO[bytes], limit: int, spill_path: str) -> tuple[str, str | No
     return stream.read().decode(errors="replace"), spill_path
 
 
-async def stop_children(keys: Collection[str], prefix: str | None = None, grace: float = 2.0) -> int:
+async def stop_children(
+    keys: Collection[str], prefix: str | None = None, grace: float = 2.0
+) -> int:
     """Stop the children of tasks `keys` (and of every key starting with `prefix`) on this
     worker: SIGTERM to each process group, SIGKILL to those still running after `grace`
     seconds. The backend broadcasts it with `Client.run`, which runs it on the worker's event
@@ -171,8 +192,9 @@ async def stop_children(keys: Collection[str], prefix: str | None = None, grace:
         _signal_group(child.pid, signal.SIGTERM)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
-    # Until a task's thread has reaped its child, the pid cannot be reused: safe to signal.
-    while any(c.returncode is None for c in found) and loop.time() < deadline:
+    # Each child is reaped by its task's thread, which sets `returncode`; there is nothing to
+    # await here but time. Until it is reaped its pid cannot be reused: safe to signal.
+    while any(c.returncode is None for c in found) and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.02)
     for child in found:
         if child.returncode is None:
@@ -180,25 +202,14 @@ async def stop_children(keys: Collection[str], prefix: str | None = None, grace:
     return len(found)
 
 
+def silence_dask_logs() -> None:
+    """Stop this worker's dask logging: broadcast just before the embedded cluster closes, when
+    heartbeats and transfers failing against a closing scheduler are expected, not news."""
+    for name in ["distributed", *logging.root.manager.loggerDict]:
+        if name.startswith("distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
 def _signal_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _linux_parent_death_signal() -> Callable[[], None] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    pr_set_pdeathsig = 1
-
-    def die_with_worker() -> None:
-        # Runs in the forked child before exec. One system call, no lock taken: safe although
-        # the worker process is multi-threaded.
-        prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-    return die_with_worker
-
-
-_DIE_WITH_WORKER = _linux_parent_death_signal()

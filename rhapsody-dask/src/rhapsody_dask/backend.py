@@ -21,22 +21,22 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from distributed import Client, Future
+from distributed.scheduler import KilledWorker
 from distributed.utils import silence_logging_cmgr
-
 from rhapsody.backends.base import BaseExecutionBackend, ExecutionContext, Outcome
 from rhapsody.errors import ResourceError, TaskValidationError
-from rhapsody.states import StateMapper
+from rhapsody.states import CANCELED, StateMapper
 from rhapsody.task import TaskDescription
 
 from rhapsody_dask import _runner
 from rhapsody_dask._cluster import CORES, GPUS, ClusterShape, EmbeddedCluster
-from rhapsody_dask._collect import ResultCollector
 from rhapsody_dask.states import BACKEND_NAME, TASK_STATES
 
 logger = logging.getLogger("rhapsody.dask")
 
 # Bound on each step of shutdown that talks to the cluster, so a dead scheduler cannot hang it.
 _STOP_STEP_TIMEOUT = 10.0
+_SILENT = logging.CRITICAL + 1
 
 
 class DaskExecutionBackend(BaseExecutionBackend):
@@ -98,7 +98,9 @@ class DaskExecutionBackend(BaseExecutionBackend):
         self._address = address
         self._cluster = cluster
         self._shape = (
-            ClusterShape.for_node(n_workers, threads_per_worker, gpus_per_worker) if embedded else None
+            ClusterShape.for_node(n_workers, threads_per_worker, gpus_per_worker)
+            if embedded
+            else None
         )
         self._cluster_kwargs = dict(cluster_kwargs or {})
         self._client_kwargs = dict(client_kwargs or {})
@@ -112,9 +114,8 @@ class DaskExecutionBackend(BaseExecutionBackend):
         self._start_topic = f"rhapsody-started-{token}"
         self._embedded: EmbeddedCluster | None = None
         self._client: Client | None = None
-        self._collector: ResultCollector | None = None
         self._attempts: dict[str, ExecutionContext] = {}  # submitted, unsettled attempts by key
-        self._to_cancel: list[Future] = []
+        self._to_cancel: list[Future[Outcome]] = []
         self._to_kill: list[str] = []
         self._abort_scheduled = False
         self._aborts: set[asyncio.Future[Any]] = set()
@@ -135,7 +136,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
         else:
             target = self._address or self._cluster
         try:
-            client = await Client(
+            client = await Client(  # type: ignore[no-untyped-call]
                 target, **{"asynchronous": True, "set_as_default": False, **self._client_kwargs}
             )
             if self._restrict_cores is None:
@@ -149,48 +150,58 @@ class DaskExecutionBackend(BaseExecutionBackend):
                 await self._embedded.close()
             raise
         self._client = client
-        # The embedded workers listen on 127.0.0.1 like us: fetch results from them directly.
-        self._collector = ResultCollector(
-            client, self._states, direct=True if self._embedded is not None else None
-        )
         client.subscribe_topic(self._start_topic, self._on_started)
 
     async def _stop(self) -> None:
         client = self._client
         assert client is not None
-        quiet = silence_logging_cmgr(logging.CRITICAL) if self._embedded else contextlib.nullcontext()
+        embedded = self._embedded
+        # The embedded scheduler runs in this process and complains (even at CRITICAL) about
+        # every message it can no longer deliver while things close: expected, so not shown.
+        quiet = silence_logging_cmgr(_SILENT) if embedded else contextlib.nullcontext()
         with quiet:
             try:
                 self._send_aborts()
                 if self._aborts:
                     await asyncio.wait(self._aborts, timeout=self._kill_grace + _STOP_STEP_TIMEOUT)
                 # Whatever still runs for us (a kill that raced the task's start) is stopped too.
-                await self._wait_quietly(
-                    client.run(_runner.stop_children, (), prefix=self._key_prefix, grace=self._kill_grace)
+                await self._quietly(
+                    client.run(
+                        _runner.stop_children, (), prefix=self._key_prefix, grace=self._kill_grace
+                    )
                 )
-                client.unsubscribe_topic(self._start_topic)
-                await self._wait_quietly(client.close())
+                client.unsubscribe_topic(self._start_topic)  # type: ignore[no-untyped-call]
+                if embedded is not None:
+                    await self._quietly(client.run(_runner.silence_dask_logs))
+                    await embedded.close()  # workers, then scheduler; the client sees it go
             finally:
-                if self._embedded is not None:
-                    await self._embedded.close()
+                await self._quietly(client.close())  # type: ignore[no-untyped-call]
+                if embedded is not None:
+                    await embedded.close()
 
     def _check_task(self, task: TaskDescription) -> None:
         if task.function is not None:
             if task.isolation != "thread":
                 raise TaskValidationError(
                     "dask runs function tasks on its workers' threads; "
-                    "isolation='process' is not available", uid=task.uid, field="isolation",
+                    "isolation='process' is not available",
+                    uid=task.uid,
+                    field="isolation",
                 )
             for field in ("environment", "working_directory"):
                 if getattr(task, field) is not None:
                     raise TaskValidationError(
                         f"a function task shares its dask worker's {field.replace('_', ' ')}; "
-                        "run an executable to give it its own", uid=task.uid, field=field,
+                        "run an executable to give it its own",
+                        uid=task.uid,
+                        field=field,
                     )
         shape = self._shape
         # Only the embedded cluster's workers are known for good; elsewhere workers may join
         # later (adaptive or batch-queued clusters), and a task waits for one that fits.
-        if shape is not None and (task.cores > shape.threads_per_worker or task.gpus > shape.gpus_per_worker):
+        if shape is not None and (
+            task.cores > shape.threads_per_worker or task.gpus > shape.gpus_per_worker
+        ):
             raise ResourceError(
                 f"task {task.uid!r} asks for {task.cores} core(s) and {task.gpus} GPU(s), but each "
                 f"worker of the embedded dask cluster has {shape.threads_per_worker} core(s) and "
@@ -198,11 +209,18 @@ class DaskExecutionBackend(BaseExecutionBackend):
             )
 
     async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
-        client, collector = self._client, self._collector
-        assert client is not None and collector is not None
+        client = self._client
+        assert client is not None
         # One fresh key per attempt (what pure=False would give, but readable and ours).
         key = f"{self._key_prefix}{task.uid}-{ctx.attempt}"
-        job = _runner.Job(task, self._start_topic, ctx.attempt, str(self.work_dir), self._max_output)
+        job = _runner.Job(
+            task,
+            self._start_topic,
+            ctx.attempt,
+            str(self.work_dir),
+            self._max_output,
+            self._embedded.children_dir if self._embedded is not None else None,
+        )
         try:
             future = client.submit(_runner.run, job, key=key, resources=self._restrictions(task))
         except Exception as exc:  # e.g. a function cloudpickle cannot serialize
@@ -211,12 +229,26 @@ class DaskExecutionBackend(BaseExecutionBackend):
             )
         self._attempts[key] = ctx
         try:
-            return await collector.outcome(future)
-        except asyncio.CancelledError:
-            self._abort(future, kill=task.function is None)
+            # Awaiting each future is enough: the client merges concurrent fetches of results.
+            outcome: Outcome = await future
+        except asyncio.CancelledError:  # cancelled or timed out by the engine
+            self._abort(future, None if task.function is not None else key)
             raise
+        except Exception as exc:
+            return self._dask_failure(future, exc)
         finally:
             del self._attempts[key]
+        return outcome
+
+    def _dask_failure(self, future: Future[Outcome], exc: Exception) -> Outcome:
+        """The runner returns task failures, so an error here is dask's: say which."""
+        if self._states.to_main_state(str(future.status)) == CANCELED:
+            return Outcome.failure(f"dask cancelled the task: {exc}", exception=exc)
+        if isinstance(exc, KilledWorker):
+            return Outcome.failure(f"the dask worker running the task died: {exc}", exception=exc)
+        return Outcome.failure(
+            f"dask failed to run the task: {type(exc).__name__}: {exc}", exception=exc
+        )
 
     def _restrictions(self, task: TaskDescription) -> dict[str, float] | None:
         wanted: dict[str, float] = {}
@@ -233,12 +265,12 @@ class DaskExecutionBackend(BaseExecutionBackend):
             ctx.started()
 
     # -- cancellation ----------------------------------------------------------------------------
-    def _abort(self, future: Future, *, kill: bool) -> None:
-        """Release a cancelled or timed-out attempt. A running function cannot be interrupted
-        (dask has no way to stop a thread); a running executable's process group is stopped."""
+    def _abort(self, future: Future[Outcome], kill: str | None) -> None:
+        """Release a cancelled or timed-out attempt, and stop the process group of executable
+        attempt `kill`. A running function cannot be interrupted: dask cannot stop a thread."""
         self._to_cancel.append(future)
-        if kill:
-            self._to_kill.append(future.key)
+        if kill is not None:
+            self._to_kill.append(kill)
         if not self._abort_scheduled:  # one message for every abort of this loop iteration
             self._abort_scheduled = True
             asyncio.get_running_loop().call_soon(self._send_aborts)
@@ -250,7 +282,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
             return
         futures, self._to_cancel = self._to_cancel, []
         keys, self._to_kill = self._to_kill, []
-        self._track(client.cancel(futures))
+        self._track(client.cancel(futures))  # type: ignore[no-untyped-call]
         if keys:
             self._track(client.run(_runner.stop_children, keys, grace=self._kill_grace))
 
@@ -264,7 +296,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
         if not done.cancelled() and done.exception() is not None:
             logger.warning("%s: could not stop a task on dask: %s", self.name, done.exception())
 
-    async def _wait_quietly(self, request: Any) -> None:
+    async def _quietly(self, request: Any) -> None:
         try:
             await asyncio.wait_for(request, self._kill_grace + _STOP_STEP_TIMEOUT)
         except Exception as exc:  # shutting down: report, but go on closing
@@ -272,6 +304,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
 
 
 async def _workers_declare_cores(client: Client) -> bool:
+    assert client.scheduler is not None  # set once the client is started
     identity = await client.scheduler.identity()
     workers = identity.get("workers", {}).values()
     return bool(workers) and all(CORES in (w.get("resources") or {}) for w in workers)

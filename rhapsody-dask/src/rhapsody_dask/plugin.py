@@ -13,7 +13,9 @@ from rhapsody_dask.states import BACKEND_NAME, TASK_STATES
 
 @hookimpl
 def rhapsody_register_backends(registry: BackendRegistry) -> None:
-    registry.add(BACKEND_NAME, "rhapsody_dask.backend:DaskExecutionBackend", requires=["distributed"])
+    registry.add(
+        BACKEND_NAME, "rhapsody_dask.backend:DaskExecutionBackend", requires=["distributed"]
+    )
 
 
 @hookimpl

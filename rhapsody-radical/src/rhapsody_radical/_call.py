@@ -1,10 +1,15 @@
 """Runs a function task inside a raptor worker and packs its outcome for the trip back.
 
-RADICAL-Pilot returns a function's value through msgpack, which turns tuples into lists, bytes
-into text and rejects other objects, and it reports an exception only as its repr. So the
-worker runs `call` (serialized with the user's function by dill) and sends back one base64 text:
-the pickled return value, or the exception itself plus its traceback. `unpack` reverses it on
-the client. Import-light: the worker imports this module to run each task.
+Out: `pack_call` serializes the function with its arguments using dill with `recurse=True`,
+which carries the globals a function defined in `__main__` uses (RADICAL-Pilot's own dill call
+does not, so such a function fails in the worker with NameError).
+
+Back: RADICAL-Pilot returns a function's value through msgpack, which turns tuples into lists,
+bytes into text and rejects other objects, and it reports an exception only as its repr. So
+the worker runs `call`, which returns one base64 text holding the pickled return value, or the
+exception itself with its traceback; `unpack` reverses it on the client.
+
+Import-light: the worker imports this module for every task.
 """
 
 from __future__ import annotations
@@ -19,9 +24,19 @@ from typing import Any
 MAGIC = "rhapsody-radical:1:"
 
 
-async def call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """Call `func` (sync or async) and return its packed outcome. Never raises."""
+def pack_call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """The function call, serialized for `call`."""
+    import dill  # type: ignore[import-untyped]  # RADICAL-Pilot's serializer, always installed
+
+    return dill.dumps((func, args, kwargs), recurse=True)  # type: ignore[no-any-return]
+
+
+async def call(packed: bytes) -> str:
+    """Run the call packed by `pack_call` (sync or async function); never raises."""
+    import dill
+
     try:
+        func, args, kwargs = dill.loads(packed)
         value = func(*args, **kwargs)
         if inspect.isawaitable(value):
             value = await value
@@ -31,7 +46,7 @@ async def call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
 
 
 def _pack(outcome: tuple[str, Any, str | None]) -> str:
-    import dill  # type: ignore[import-untyped]  # RADICAL-Pilot's own serializer, always present
+    import dill
 
     try:
         data = dill.dumps(outcome)
@@ -48,5 +63,5 @@ def unpack(payload: object) -> tuple[str, Any, str | None] | None:
         return None
     import dill
 
-    kind, value, trace = dill.loads(base64.b64decode(payload[len(MAGIC):]))
+    kind, value, trace = dill.loads(base64.b64decode(payload[len(MAGIC) :]))
     return str(kind), value, trace

@@ -208,14 +208,14 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             if not isinstance(exc, TimeoutError):  # else the RP thread is stuck: skip close()
                 await self._close_quietly(runtime)
             await asyncio.to_thread(runtime.kill_leftovers)
-            self._release(runtime)
+            self._drop_runtime(runtime)
             why = str(exc) if isinstance(exc, StartError) else f"{type(exc).__name__}: {exc}"
             if isinstance(exc, TimeoutError):
                 why = f"RADICAL-Pilot did not start within {self.start_timeout:g} s"
             raise BackendError(f"backend {self.name!r} failed to start: {why}") from exc
         except BaseException:  # cancelled or interrupted while starting: stop what started
             runtime.kill_leftovers()
-            self._release(runtime)
+            self._drop_runtime(runtime)
             raise
 
     async def _stop(self) -> None:
@@ -227,7 +227,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         if leftovers:
             logger.warning("%s: stopped %d process(es) RADICAL-Pilot left behind: %s",
                            self.name, len(leftovers), ", ".join(leftovers[:10]))
-        self._release(runtime)
+        self._drop_runtime(runtime)
 
     def _check_task(self, task: TaskDescription) -> None:
         translate.check(task)
@@ -370,9 +370,9 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             return Outcome.failure(f"cannot start raptor: {type(exc).__name__}: {exc}")
         if self._raptor_error is not None:
             return Outcome.failure(self._raptor_error)
-        call = functools.partial(_call.call, task.function, task.args, task.kwargs)
         try:
-            payload = rp.PythonTask(call, (), {})
+            packed = _call.pack_call(task.function, task.args, task.kwargs)  # type: ignore[arg-type]
+            payload = rp.PythonTask(functools.partial(_call.call, packed), (), {})
         except Exception as exc:
             return Outcome.failure(f"cannot send {task.function!r} to the worker: {exc}",
                                    exception=exc)
@@ -405,7 +405,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             logger.warning("%s: RADICAL-Pilot did not close cleanly (%s: %s); stopping its "
                            "processes", self.name, type(exc).__name__, exc)
 
-    def _release(self, runtime: Runtime) -> None:
+    def _drop_runtime(self, runtime: Runtime) -> None:
         atexit.unregister(runtime.kill_leftovers)
         if self._thread is not None:
             self._thread.stop()

@@ -220,9 +220,10 @@ class BaseExecutionBackend:
             node.future = fut = loop.create_future()
             list.append(futures, fut)
             by_uid[node.uid] = fut
-            bind = getattr(node.task, "bind_future", None)  # ComputeTask: awaitable itself
-            if bind is not None:
-                bind(fut)
+            if type(node.task) is not dict:  # e.g. ComputeTask: awaitable itself
+                bind = getattr(node.task, "bind_future", None)
+                if bind is not None:
+                    bind(fut)
         ready = []
         for node in nodes:
             self._move(node, SCHEDULING_PENDING)
@@ -533,7 +534,6 @@ class BaseExecutionBackend:
         exception: BaseException | None = None,
     ) -> None:
         """Move `node` to a final state, resolve its future, then settle its dependents."""
-        root = (node.uid, reason)
         dependents = self._settle(node, state, reason, exception)
         if state == DONE:
             for child in dependents:
@@ -545,6 +545,7 @@ class BaseExecutionBackend:
             return
         # A failed/cancelled task fails its dependents (cancels them at shutdown) without
         # running them; iterative, so long chains cannot exhaust the stack.
+        root = (node.uid, reason)
         child_state = CANCELED if self._closing else FAILED
         stack = [(child, node.uid, state) for child in dependents]
         while stack:
@@ -618,16 +619,18 @@ def _release_default_name(name: str, backend: BaseExecutionBackend) -> None:
             del _default_names[name]
 
 
-_OUTCOME_FIELDS = ("stdout", "stderr", "exit_code", "return_value")
-
-
 def _write_outcome(task: dict[str, Any], outcome: Outcome) -> None:
-    for name in _OUTCOME_FIELDS:
-        value = getattr(outcome, name)
-        if value is not None:
-            task[name] = value
+    if outcome.stdout is not None:
+        task["stdout"] = outcome.stdout
+    if outcome.stderr is not None:
+        task["stderr"] = outcome.stderr
+    if outcome.exit_code is not None:
+        task["exit_code"] = outcome.exit_code
+    if outcome.return_value is not None:
+        task["return_value"] = outcome.return_value
     if outcome.ok:
-        task.pop("exception", None)
+        if "exception" in task:  # a failed earlier attempt
+            del task["exception"]
     elif outcome.exception is not None:
         task["exception"] = outcome.exception
     if outcome.extra:

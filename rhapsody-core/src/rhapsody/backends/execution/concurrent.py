@@ -17,7 +17,8 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 
 from rhapsody.backends.base import BaseExecutionBackend, ExecutionContext, Outcome
 from rhapsody.errors import TaskValidationError
-from rhapsody.resources import ResourcePool, detect_cores, detect_gpus
+from rhapsody.platforms import detect
+from rhapsody.resources import ResourcePool, detect_cores
 from rhapsody.task import TaskDescription
 
 from . import _isolated, _subprocess
@@ -28,9 +29,10 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
 
     :param executor: runs plain (non-async) function tasks; default a thread pool sized to the
         cores. Pass your own `ThreadPoolExecutor`/`ProcessPoolExecutor` to choose.
-    :param cores: cores to schedule into (default: what this process may use).
-    :param gpus: number of GPUs or their identifiers (default: `CUDA_VISIBLE_DEVICES`, else
-        `nvidia-smi -L`, else none).
+    :param cores: cores to schedule into (default: what `rhapsody.platforms.detect()` finds
+        granted on this node, at most the CPUs this process may use).
+    :param gpus: number of GPUs or their identifiers (default: the allocation's, else
+        `CUDA_VISIBLE_DEVICES`, else `nvidia-smi -L`, else none).
     :param max_output: bytes of stdout/stderr kept in memory per task; beyond it the full stream
         goes to a file in `work_dir` (`stdout_file`/`stderr_file`) and the dict keeps the tail.
     :param kill_grace: seconds between SIGTERM and SIGKILL when a task is stopped.
@@ -49,10 +51,14 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
         max_output: int = 1 << 20,
         kill_grace: float = 2.0,
     ) -> None:
-        if cores is None:
-            cores = detect_cores()
+        if cores is None or gpus is None:
+            # Size from the allocation (SLURM/PBS/LSF/Flux, else this machine), bounded by
+            # the CPUs this process may actually use.
+            granted = detect()
+            if cores is None:
+                cores = max(1, min(granted.cores_per_node, detect_cores()))
         if gpus is None:
-            gpu_ids: tuple[str, ...] = detect_gpus()
+            gpu_ids: tuple[str, ...] = granted.gpu_ids
         elif isinstance(gpus, bool):
             raise TypeError("gpus must be a count or a list of GPU identifiers, not a bool")
         elif isinstance(gpus, int):

@@ -1,0 +1,159 @@
+"""Executable and function tasks through the shared local pilot: fields, faults, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import rp_tasks
+from rhapsody.errors import ResourceError, TaskExecutionError, TaskValidationError
+from rhapsody.states import CANCELED, DONE, EXECUTING, FAILED
+from rp_support import WAIT
+
+from rhapsody_radical.backend import RadicalExecutionBackend
+
+pytestmark = pytest.mark.anyio
+
+
+async def run(backend: RadicalExecutionBackend, *tasks: dict[str, Any]) -> list[Any]:
+    futures = await backend.submit_tasks(list(tasks))
+    return await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), WAIT)
+
+
+# -- executables ---------------------------------------------------------------------------
+
+
+async def test_arguments_and_environment_reach_the_program_verbatim(
+    radical_backend: RadicalExecutionBackend, tmp_path: Path
+) -> None:
+    # the agent's script would expand $, backquotes and mangle quotes if they were not escaped
+    tricky = ['$HOME `id` $(id)', 'say "hi"\\', "", "two words", "*"]
+    value = 'a "b" $c `d` \\e'
+    workdir = tmp_path / "work dir"
+    task = {
+        "executable": "/usr/bin/env",
+        "arguments": ["python3", "-c",
+                      "import os, sys; print(sys.argv[1:]); print(os.environ['V']); print(os.getcwd())",
+                      *tricky],
+        "environment": {"V": value},
+        "working_directory": str(workdir),
+    }
+    [result] = await run(radical_backend, task)
+    assert result is task and task["state"] == DONE, task.get("stderr")
+    assert task["stdout"].splitlines() == [repr(tricky), value, str(workdir)]
+    assert task["exit_code"] == 0
+
+
+async def test_shell_task_and_full_output(radical_backend: RadicalExecutionBackend) -> None:
+    # RADICAL-Pilot keeps the last 1 KiB of a stream; the backend reads the whole file
+    task = {"executable": "yes line | head -n 3000; echo done >&2", "shell": True}
+    [result] = await run(radical_backend, task)
+    assert result["state"] == DONE
+    assert task["stdout"] == "line\n" * 3000
+    assert task["stderr"] == "done\n"
+
+
+async def test_failures_carry_a_clear_reason(radical_backend: RadicalExecutionBackend) -> None:
+    missing = {"uid": "x.missing", "executable": "/no/such/program"}
+    killed = {"uid": "x.killed", "executable": "/bin/sh", "arguments": ["-c", "kill -KILL $$"]}
+    code = {"uid": "x.code", "executable": "/bin/sh", "arguments": ["-c", "echo oops >&2; exit 3"]}
+    errors = await run(radical_backend, missing, killed, code)
+    assert all(isinstance(e, TaskExecutionError) for e in errors)
+    assert all(t["state"] == FAILED for t in (missing, killed, code))
+    assert "cannot start '/no/such/program': no such executable" in str(errors[0])
+    assert missing["exit_code"] == 127
+    assert "killed by signal SIGKILL (9)" in str(errors[1]) and killed["exit_code"] == -9
+    assert "exit code 3" in str(errors[2]) and code["exit_code"] == 3
+    assert code["stderr"] == "oops\n"
+    assert errors[2].task is code  # the user's dict, not RADICAL-Pilot's description
+
+
+async def test_timeout_and_cancel_stop_the_program(radical_backend: RadicalExecutionBackend) -> None:
+    slow = {"uid": "x.cancel", "executable": "/bin/sleep", "arguments": ["60"]}
+    timed = {"uid": "x.timeout", "executable": "/bin/sleep", "arguments": ["60"], "timeout": 2}
+    futures = await radical_backend.submit_tasks([slow, timed])
+    with anyio.fail_after(WAIT):
+        while radical_backend.task_state("x.cancel") != EXECUTING:
+            await asyncio.sleep(0.05)
+        assert await radical_backend.cancel_task("x.cancel")
+        await asyncio.wait(list(futures))
+    assert futures[0].cancelled() and slow["state"] == CANCELED
+    assert "timed out after 2 s" in str(futures[1].exception())
+
+
+async def test_callbacks_run_on_the_event_loop_thread(radical_backend: RadicalExecutionBackend) -> None:
+    seen: list[tuple[str, bool]] = []
+    loop_thread = threading.get_ident()
+    radical_backend.register_callback(
+        lambda t, s: seen.append((s, threading.get_ident() == loop_thread))
+        if t["uid"] == "x.cb" else None
+    )
+    await run(radical_backend, {"uid": "x.cb", "executable": "/bin/true"})
+    assert [s for s, _ in seen] == ["SCHEDULING_PENDING", "EXECUTING_PENDING", EXECUTING, DONE]
+    assert all(on_loop for _, on_loop in seen)
+
+
+async def test_what_the_pilot_cannot_run_is_rejected_at_submit(
+    radical_backend: RadicalExecutionBackend,
+) -> None:
+    with pytest.raises(TaskValidationError, match="shell variable name"):
+        await radical_backend.submit_tasks([{"executable": "/bin/true", "environment": {"A-B": "1"}}])
+    with pytest.raises(TaskValidationError, match="unknown RADICAL-Pilot field"):
+        await radical_backend.submit_tasks(
+            [{"executable": "/bin/true", "task_backend_specific_kwargs": {"bogus": 1}}]
+        )
+    with pytest.raises(ResourceError, match="asks for 99 core"):
+        await radical_backend.submit_tasks([{"executable": "/bin/true", "cores": 99}])
+    with pytest.raises(ResourceError, match="raptor worker"):
+        await radical_backend.submit_tasks([{"function": rp_tasks.double, "cores": 2}])
+
+
+# -- functions (raptor) --------------------------------------------------------------------
+
+
+async def test_function_results_keep_their_python_types(
+    radical_backend: RadicalExecutionBackend,
+) -> None:
+    value = (1, b"\x00\xff", {"k": frozenset({2})})
+    tasks = [
+        {"function": rp_tasks.double, "args": [21]},
+        {"function": rp_tasks.echo, "args": [1, "a"], "kwargs": {"b": (2, 3)}},
+        {"function": rp_tasks.async_value, "args": [value]},
+        {"function": lambda x: x + 1, "args": [1]},  # not importable: sent by value
+    ]
+    results = await run(radical_backend, *tasks)
+    assert all(r["state"] == DONE for r in results), [r.get("stderr") for r in results]
+    assert [t["return_value"] for t in tasks] == [42, ((1, "a"), {"b": (2, 3)}), value, 2]
+
+
+async def test_function_exception_output_and_placement(
+    radical_backend: RadicalExecutionBackend, tmp_path: Path
+) -> None:
+    failing = {"function": rp_tasks.fail, "args": ["no luck"]}
+    chatty = {"function": rp_tasks.chatty}
+    placed = {"function": rp_tasks.where, "environment": {"RHAPSODY_TEST_VAR": "set"},
+              "working_directory": str(tmp_path)}
+    error, _, _ = await run(radical_backend, failing, chatty, placed)
+    assert isinstance(error, TaskExecutionError) and "TaskError: no luck" in str(error)
+    assert isinstance(failing["exception"], rp_tasks.TaskError)  # the exception itself
+    assert "Traceback" in failing["stderr"] and "no luck" in failing["stderr"]
+    assert chatty["return_value"] == "said"
+    assert chatty["stdout"] == "to stdout\n" and chatty["stderr"] == "to stderr\n"
+    assert placed["return_value"] == (str(tmp_path), "set")
+
+
+async def test_function_dependencies_mix_with_executables(
+    radical_backend: RadicalExecutionBackend,
+) -> None:
+    tasks = [
+        {"uid": "mix.a", "executable": "/bin/true"},
+        {"uid": "mix.b", "function": rp_tasks.double, "args": [2], "dependencies": ["mix.a"]},
+        {"uid": "mix.c", "executable": "/bin/echo", "arguments": ["c"], "dependencies": ["mix.b"]},
+    ]
+    results = await run(radical_backend, *tasks)
+    assert [r["state"] for r in results] == [DONE, DONE, DONE]
+    assert tasks[1]["return_value"] == 4 and tasks[2]["stdout"] == "c\n"
