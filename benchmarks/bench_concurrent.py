@@ -54,8 +54,13 @@ def peer_python() -> Path | None:
 def run_peer(python: Path | None, kind: str, n: int) -> float | None:
     if python is None:
         return None
-    out = subprocess.run([str(python), str(HERE / "_peer.py"), kind, str(n)],
-                         capture_output=True, text=True, timeout=900, cwd="/tmp")
+    out = subprocess.run(
+        [str(python), str(HERE / "_peer.py"), kind, str(n)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd="/tmp",
+    )
     if out.returncode != 0:
         print(f"rhapsody-py {kind} failed: {out.stderr[-500:]}", file=sys.stderr)
         return None
@@ -115,7 +120,7 @@ async def noop_dag(n: int, batches: int = 10) -> tuple[float, float]:
         start = time.perf_counter()
         futures = []
         for b in range(batches):
-            futures.extend(await backend.submit_tasks(tasks[b * step:(b + 1) * step]))
+            futures.extend(await backend.submit_tasks(tasks[b * step : (b + 1) * step]))
         await asyncio.gather(*futures)
         elapsed = time.perf_counter() - start
         await backend.shutdown()
@@ -141,7 +146,9 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-peer", action="store_true")
     args = parser.parse_args()
@@ -150,25 +157,44 @@ def main() -> None:
     cores = detect_cores()
     peer = None if args.no_peer else peer_python()
     console = Console()
-    console.print(f"[bold]concurrent/noop benchmark[/bold] — {cores} cores, Python {sys.version.split()[0]}")
+    console.print(
+        f"[bold]concurrent/noop benchmark[/bold] — {cores} cores, Python {sys.version.split()[0]}"
+    )
 
     table = Table(title="throughput (higher is better)")
-    for col in ("workload", "ours", "baseline", "ours / baseline", "rhapsody-py", "ours / rhapsody-py"):
+    for col in (
+        "workload",
+        "ours",
+        "baseline",
+        "ours / baseline",
+        "rhapsody-py",
+        "ours / rhapsody-py",
+    ):
         table.add_column(col)
 
     t_ours = asyncio.run(ours([{"executable": "/bin/true"} for _ in range(n_exec)]))
     t_raw = asyncio.run(raw_subprocesses(n_exec, cores))
     t_peer = run_peer(peer, "true", n_exec)
-    table.add_row(f"{n_exec} x /bin/true", rate(n_exec, t_ours),
-                  f"raw asyncio, {cores} at a time: {rate(n_exec, t_raw)}",
-                  ratio(t_ours, t_raw), rate(n_exec, t_peer), ratio(t_ours, t_peer))
+    table.add_row(
+        f"{n_exec} x /bin/true",
+        rate(n_exec, t_ours),
+        f"raw asyncio, {cores} at a time: {rate(n_exec, t_raw)}",
+        ratio(t_ours, t_raw),
+        rate(n_exec, t_peer),
+        ratio(t_ours, t_peer),
+    )
 
     t_ours = asyncio.run(ours([{"function": trivial, "args": [i]} for i in range(n_func)]))
     t_pool = bare_threads(n_func, cores + 4)
     t_peer = run_peer(peer, "function", n_func)
-    table.add_row(f"{n_func:,} trivial functions", rate(n_func, t_ours),
-                  f"bare ThreadPoolExecutor: {rate(n_func, t_pool)}",
-                  ratio(t_ours, t_pool), rate(n_func, t_peer), ratio(t_ours, t_peer))
+    table.add_row(
+        f"{n_func:,} trivial functions",
+        rate(n_func, t_ours),
+        f"bare ThreadPoolExecutor: {rate(n_func, t_pool)}",
+        ratio(t_ours, t_pool),
+        rate(n_func, t_peer),
+        ratio(t_ours, t_peer),
+    )
     console.print(table)
 
     elapsed, per_task_bytes = asyncio.run(noop_dag(n_dag))
@@ -176,11 +202,19 @@ def main() -> None:
     dag = Table(title=f"noop, {n_dag:,} tasks")
     for col in ("", "per task", "tasks/s", "peak traced memory per task"):
         dag.add_column(col)
-    dag.add_row("ours, random DAG (avg 2 deps), 10 batches", f"{elapsed / n_dag * 1e6:.1f} µs",
-                rate(n_dag, elapsed), f"{per_task_bytes:,.0f} B")
+    dag.add_row(
+        "ours, random DAG (avg 2 deps), 10 batches",
+        f"{elapsed / n_dag * 1e6:.1f} µs",
+        rate(n_dag, elapsed),
+        f"{per_task_bytes:,.0f} B",
+    )
     if t_peer is not None:
-        dag.add_row("rhapsody-py, no dependencies, 1 batch", f"{t_peer / n_dag * 1e6:.1f} µs",
-                    rate(n_dag, t_peer), "-")
+        dag.add_row(
+            "rhapsody-py, no dependencies, 1 batch",
+            f"{t_peer / n_dag * 1e6:.1f} µs",
+            rate(n_dag, t_peer),
+            "-",
+        )
     console.print(dag)
 
 

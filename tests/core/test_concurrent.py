@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 import pytest
+
 from rhapsody.backends.execution import ConcurrentExecutionBackend
 from rhapsody.errors import ResourceError, TaskExecutionError, TaskValidationError
 from rhapsody.testing import InvariantRecorder

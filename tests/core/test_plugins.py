@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 import rhapsody
 from rhapsody import plugins
 from rhapsody.errors import BackendError

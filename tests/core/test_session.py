@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+
 import rhapsody
 from rhapsody import ComputeTask, Session
 from rhapsody.backends.execution import ConcurrentExecutionBackend, NoopExecutionBackend

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from rhapsody.backends.execution import NoopExecutionBackend
 from rhapsody.errors import RhapsodyError, TaskValidationError
 from rhapsody.task import TaskDescription

@@ -32,14 +32,19 @@ def fresh_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def pip(python: Path, *args: str) -> None:
-    out = subprocess.run([str(python), "-m", "pip", "--quiet", "--disable-pip-version-check", *args],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [str(python), "-m", "pip", "--quiet", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
 
 
 def probe(python: Path) -> dict[str, object]:
-    out = subprocess.run([str(python), "-c", PROBE], capture_output=True, text=True,
-                         timeout=120, cwd="/")
+    out = subprocess.run(
+        [str(python), "-c", PROBE], capture_output=True, text=True, timeout=120, cwd="/"
+    )
     assert out.returncode == 0, out.stderr
     result: dict[str, object] = json.loads(out.stdout)
     return result

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
+
 from rhapsody.plugins import PluginManager, set_plugin_manager
 
 _BATCH_PREFIXES = ("SLURM_", "PBS_", "LSB_", "FLUX_")

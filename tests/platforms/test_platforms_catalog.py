@@ -8,6 +8,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+
 from rhapsody.platforms import PlatformDescription, ResourceManager
 from rhapsody.plugins import OFFICIAL_PLATFORM_CATALOG, get_plugin_manager
 from rhapsody_platforms.catalog import CATALOG

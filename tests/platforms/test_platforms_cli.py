@@ -6,6 +6,7 @@ import socket
 from collections.abc import Callable
 
 import pytest
+
 from rhapsody.cli import main
 from rhapsody.plugins import PluginManager
 from rhapsody_platforms.catalog import CATALOG

@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+
 from rhapsody.platforms import PlatformError, ResourceManager, detect
 from rhapsody.resources import detect_cores
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
 import rhapsody.platforms
 from rhapsody.hookspecs import hookimpl
 from rhapsody.platforms import (

@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 import pytest
+
 from rhapsody.errors import RhapsodyError
 from rhapsody.platforms import (
     LaunchMethod,

@@ -629,8 +629,7 @@ def _write_outcome(task: dict[str, Any], outcome: Outcome) -> None:
     if outcome.return_value is not None:
         task["return_value"] = outcome.return_value
     if outcome.ok:
-        if "exception" in task:  # a failed earlier attempt
-            del task["exception"]
+        task.pop("exception", None)  # from a failed earlier attempt
     elif outcome.exception is not None:
         task["exception"] = outcome.exception
     if outcome.extra:
