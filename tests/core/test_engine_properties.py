@@ -94,3 +94,28 @@ def test_state_machine_detects_a_broken_backend() -> None:
     finally:
         call(backend.shutdown)
         loop.close()
+
+
+def test_bookkeeping_of_finished_tasks_is_pruned() -> None:
+    from rhapsody.backends.execution import NoopExecutionBackend
+
+    async def go() -> None:
+        backend = await NoopExecutionBackend()
+        for batch in range(20):
+            tasks = [
+                {
+                    "uid": f"p{batch}.{i}",
+                    "executable": "x",
+                    "dependencies": [f"p{batch - 1}.{i}"] if batch else [],
+                }
+                for i in range(500)
+            ]
+            futures = await backend.submit_tasks(tasks)
+            await asyncio.gather(*futures)
+        graph = backend._graph
+        assert not graph.live and not backend._queues
+        assert len(graph.finished) == 10_000
+        assert set(graph.finished.values()) == {"DONE"}
+        await backend.shutdown()
+
+    asyncio.run(go())

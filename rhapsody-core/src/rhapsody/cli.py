@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from rhapsody import __version__
 
 SUBCOMMANDS = {
+    "run": "run a workflow file (TOML, JSON or YAML) with live progress and a summary",
     "backends": "list backends: name, distribution, version, available, why not",
     "plugins": "list loaded plugins as JSON (and the broken ones)",
     "platforms": "list the platform catalog and what detect() sees here",
