@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import pytest
 
 from rhapsody.backends.execution import ConcurrentExecutionBackend
@@ -345,3 +347,25 @@ async def test_sizes_itself_from_the_allocation(monkeypatch: pytest.MonkeyPatch)
     assert backend.resources is not None
     assert backend.resources.total_cores == 1
     assert backend.resources.gpu_ids == ("3", "5")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    arguments=st.lists(
+        st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=30),
+        max_size=6,
+    )
+)
+def test_any_text_argument_reaches_the_program_verbatim(arguments: list[str]) -> None:
+    async def go() -> list[str]:
+        backend = await ConcurrentExecutionBackend(cores=1)
+        try:
+            each = 'for a; do printf "%s\\0" "$a"; done'
+            [result] = await run(
+                backend, {"executable": "/bin/sh", "arguments": ["-c", each, "sh", *arguments]}
+            )
+            return list(result["stdout"].split("\0")[:-1])
+        finally:
+            await backend.shutdown()
+
+    assert asyncio.run(go()) == arguments

@@ -166,18 +166,29 @@ def _kind(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"[:120]
 
 
-def _no_nul(text: str, field: str, bad: BadField) -> None:
+def _passable(text: str) -> bool:
+    """Can `text` reach a program (argv, environment) unchanged?"""
     if "\x00" in text:
-        raise bad(field, "contains a NUL byte, which no program can receive")
+        return False
+    if text.isascii():
+        return True
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:  # e.g. a lone surrogate
+        return False
+    return True
+
+
+def _no_nul(text: str, field: str, bad: BadField) -> None:
+    if not _passable(text):
+        raise bad(field, "contains a NUL byte or a character the OS cannot encode")
 
 
 def _arguments(raw: Any, bad: BadField) -> tuple[str, ...]:
     if not raw:
         if raw is None or isinstance(raw, (list, tuple)):
             return ()
-    elif (
-        type(raw) is list and all(type(item) is str for item in raw) and "\x00" not in "".join(raw)
-    ):
+    elif type(raw) is list and all(type(item) is str for item in raw) and _passable("".join(raw)):
         return tuple(raw)  # the common case, checked in one pass
     if not isinstance(raw, (list, tuple)):
         raise bad("arguments", f"must be a list of strings, got {_kind(raw)}")
@@ -189,8 +200,10 @@ def _arguments(raw: Any, bad: BadField) -> tuple[str, ...]:
             item = str(item)
         if not isinstance(item, str):
             raise bad("arguments", f"item {i} must be a string, got {_kind(item)}")
-        if "\x00" in item:
-            raise bad("arguments", f"item {i} contains a NUL byte, which no program can receive")
+        if not _passable(item):
+            raise bad(
+                "arguments", f"item {i} contains a NUL byte or a character the OS cannot encode"
+            )
         out.append(item)
     return tuple(out)
 
@@ -205,8 +218,10 @@ def _environment(raw: Any, bad: BadField) -> dict[str, str] | None:
             raise bad("environment", f"variable name {key!r} is not a valid name")
         if not isinstance(value, str):
             raise bad("environment", f"value of {key!r} must be a string, got {_kind(value)}")
-        if "\x00" in value:
-            raise bad("environment", f"value of {key!r} contains a NUL byte")
+        if not _passable(value):
+            raise bad(
+                "environment", f"value of {key!r} contains a NUL byte or an unencodable character"
+            )
     return dict(raw)
 
 
