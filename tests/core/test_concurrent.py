@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import pytest
 
 from rhapsody.backends.execution import ConcurrentExecutionBackend
 from rhapsody.errors import ResourceError, TaskExecutionError, TaskValidationError
