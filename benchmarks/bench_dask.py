@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from distributed import Client, get_worker
+
 from rhapsody_dask.backend import DaskExecutionBackend
 
 

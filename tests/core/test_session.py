@@ -27,8 +27,8 @@ def test_session_routes_by_backend_name() -> None:
                 ]
             )
             a, b = await asyncio.gather(*futures)
-            assert a["stdout"] == "hi\n" and "stdout" not in b
-            await session.wait_tasks()
+            assert a["stdout"] == "hi\n" and b["stdout"] is None  # noop runs nothing
+            await session.wait()
             with pytest.raises(TaskValidationError, match="no backend named 'nope'"):
                 await session.submit_tasks([{"executable": "x", "backend": "nope"}])
         assert real.state() == fast.state() == "SHUTDOWN"
@@ -38,8 +38,98 @@ def test_session_routes_by_backend_name() -> None:
 
 
 def test_duplicate_backend_names_are_an_error() -> None:
-    with pytest.raises(SessionError, match="two backends are named 'noop'"):
-        Session(backends=[NoopExecutionBackend(), NoopExecutionBackend()])
+    with pytest.raises(SessionError, match="two backends are named 'dry'"):
+        Session(backends=[NoopExecutionBackend(name="dry"), NoopExecutionBackend(name="dry")])
+
+
+class _Probe(NoopExecutionBackend):
+    backend_name = "probe"  # a name no other test uses: the default-name table is per process
+
+
+def test_default_names_are_unique_among_live_backends() -> None:
+    async def go() -> None:
+        first, second, third = _Probe(), _Probe(), _Probe()
+        assert [first.name, second.name, third.name] == ["probe", "probe.2", "probe.3"]
+        assert _Probe(name="probe").name == "probe"  # an explicit name is taken as given
+        session = Session(backends=[first, second])  # told apart: no error
+        assert first.is_attached and first.attached_to == [session.uid]
+        assert not third.is_attached
+        await first
+        await first.shutdown()  # a shut-down backend frees its name
+        assert _Probe().name == "probe"
+        await session.close()
+
+    asyncio.run(go())
+
+
+def test_the_default_backend_is_named_concurrent_whatever_else_lives() -> None:
+    async def go() -> None:
+        elsewhere = ConcurrentExecutionBackend(cores=1)
+        async with Session() as session:
+            task = ComputeTask(function=abs, args=[-1], backend="concurrent")
+            await session.submit_tasks([task])
+            assert await task is task and task.return_value == 1
+        assert elsewhere.state() == "INITIALIZED"  # untouched by the session
+
+    asyncio.run(go())
+
+
+def test_a_session_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    async def go() -> None:
+        async with Session() as session:
+            await session.registry_start()
+            await session.submit_tasks([ComputeTask(executable="/bin/echo", arguments=["x"])])
+            assert len(await session.wait_tasks(timeout=30)) == 1
+
+    asyncio.run(go())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_done_tasks_carry_their_result_field_even_when_empty() -> None:
+    async def go() -> None:
+        async with ConcurrentExecutionBackend(cores=1) as backend:
+            silent = {"function": lambda: None}
+            quiet = {"executable": "/bin/true"}
+            await asyncio.gather(*await backend.submit_tasks([silent, quiet]))
+        assert "return_value" in silent and silent["return_value"] is None
+        assert quiet["stdout"] == ""
+
+    asyncio.run(go())
+
+
+def test_capture_stdio_writes_the_streams_to_the_work_dir(tmp_path: Path) -> None:
+    async def go() -> None:
+        # AsyncFlow assigns a str work directory to `_work_dir`.
+        backend = ConcurrentExecutionBackend(cores=1, max_output=4)
+        backend._work_dir = str(tmp_path / "engine")
+        script = "echo short; echo 'a longer line than max_output' >&2; exit 2"
+        small = ComputeTask(executable="/bin/echo", arguments=["hi"], capture_stdio=True)
+        spilled = ComputeTask(executable="/bin/sh", arguments=["-c", script], capture_stdio=True)
+        function = ComputeTask(function=print, args=["not captured"], capture_stdio=True)
+        async with Session(backends=[backend]) as session:
+            await session.submit_tasks([small, spilled, function])
+            await session.wait_tasks(timeout=30)
+        assert Path(small.stdout) == tmp_path / "engine" / f"{small.uid}.stdout"
+        assert Path(small.stdout).read_text() == "hi\n" and Path(small.stderr).read_text() == ""
+        assert spilled.state == "FAILED" and spilled.exit_code == 2
+        assert Path(spilled.stdout).read_text() == "short\n"  # over max_output: the spill file
+        assert Path(spilled.stderr).read_text() == "a longer line than max_output\n"
+        assert function.stdout is None and function.return_value is None
+
+    asyncio.run(go())
+
+
+def test_capture_stdio_on_noop_leaves_other_tasks_alone(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with NoopExecutionBackend(work_dir=tmp_path) as backend:
+            captured = {"executable": "x", "capture_stdio": True}
+            plain = {"executable": "x"}
+            await asyncio.gather(*await backend.submit_tasks([captured, plain]))
+        assert Path(captured["stdout"]).read_text() == "" and plain["stdout"] is None
+
+    asyncio.run(go())
 
 
 def test_default_session_uses_concurrent_and_close_without_await(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("distributed", reason="the dask backend needs dask.distributed")
 
-from rhapsody.testing import BackendConformance  # noqa: E402
-from rhapsody_dask.backend import DaskExecutionBackend  # noqa: E402
+from rhapsody.testing import BackendConformance
+from rhapsody_dask.backend import DaskExecutionBackend
 
 
 class TestDaskConformance(BackendConformance):

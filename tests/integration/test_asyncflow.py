@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 import rhapsody
 from rhapsody.backends.execution import ConcurrentExecutionBackend
 from rhapsody.errors import TaskExecutionError
@@ -105,7 +106,7 @@ def test_function_chain_with_fan_in(backend_name: str, tmp_path: Path) -> None:
     run(go)
 
 
-@pytest.mark.parametrize("backend_name", ALL, indirect=True)
+@pytest.mark.parametrize("backend_name", [*ALL, RADICAL], indirect=True)
 def test_executable_tasks_and_capture_stdio(backend_name: str, tmp_path: Path) -> None:
     async def go() -> None:
         backend = await rhapsody.get_backend(backend_name)
@@ -133,6 +134,20 @@ def test_executable_tasks_and_capture_stdio(backend_name: str, tmp_path: Path) -
             assert greeting == "hello world\n"
             assert Path(out_path).read_text() == "out\n"
             assert Path(out_path).with_suffix(".stderr").read_text() == "err\n"
+
+    run(go)
+
+
+def test_shell_command_lines_keep_their_operators(tmp_path: Path) -> None:
+    async def go() -> None:
+        backend = await rhapsody.get_backend("concurrent", cores=1)
+        async with engine(backend, work_dir=tmp_path) as flow:
+
+            @flow.executable_task
+            async def pipeline() -> str:
+                return "echo a | tr a b"
+
+            assert await pipeline(task_description={"shell": True}) == "b\n"
 
     run(go)
 

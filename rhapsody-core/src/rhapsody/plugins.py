@@ -432,7 +432,7 @@ def backend_class(name: str) -> type[BaseExecutionBackend]:
     return spec.load()
 
 
-def get_backend(name: str, **kwargs: Any) -> BaseExecutionBackend:
+def get_backend(name: str, /, **kwargs: Any) -> BaseExecutionBackend:
     """Create backend `name`. Usable as is, or awaited (`await get_backend(...)`) to start it."""
     return backend_class(name)(**kwargs)
 

@@ -48,8 +48,7 @@ class Session:
         return dict(self._backends)
 
     def add_backend(self, backend: BaseExecutionBackend) -> None:
-        if self._closed:
-            raise SessionError(f"session {self.uid} is closed")
+        self._check_open()
         if not isinstance(backend, BaseExecutionBackend):
             raise SessionError(f"not a backend: {backend!r}")
         if backend.name in self._backends:
@@ -72,13 +71,14 @@ class Session:
     # -- tasks -----------------------------------------------------------------------------
     async def submit_tasks(self, tasks: Iterable[dict[str, Any]]) -> TaskFutures:
         """Submit tasks, each to the backend its `backend` field names (default: the first)."""
-        if self._closed:
-            raise SessionError(f"session {self.uid} is closed")
+        self._check_open()
         tasks = list(tasks)
         if not self._backends:
-            from rhapsody.plugins import get_backend
+            from rhapsody.plugins import backend_class
 
-            self.add_backend(get_backend("concurrent"))
+            # Named explicitly: tasks saying `backend: "concurrent"` must find it even when
+            # other live concurrent backends elsewhere in the process hold the default name.
+            self.add_backend(backend_class("concurrent")(name="concurrent"))
         default = next(iter(self._backends))
         groups: dict[str, list[dict[str, Any]]] = {}
         for task in tasks:

@@ -132,6 +132,11 @@ class TaskDescription:
             raise bad("shell", f"must be True or False, got {_kind(shell)}")
         if shell and function is not None:
             raise bad("shell", "only executable tasks can run through a shell")
+        if shell and get("shell") is None and arguments:
+            # AsyncFlow's `shell` option: it split a command line into executable + arguments
+            # and means the words joined back as they were (its own backend does the same).
+            executable = " ".join([executable, *arguments])
+            arguments = ()
 
         isolation = get("isolation") or "thread"
         if isolation not in ISOLATION_MODES:

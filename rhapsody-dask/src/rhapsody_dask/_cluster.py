@@ -12,8 +12,8 @@ from typing import Any
 import attrs
 from distributed import LocalCluster
 from distributed.deploy.utils import nprocesses_nthreads
-from rhapsody.resources import detect_cores, detect_gpus
 
+from rhapsody.resources import detect_cores, detect_gpus
 from rhapsody_dask import _orphans
 
 # The resource names workers declare and tasks' `cores` / `gpus` are restricted by.
@@ -38,6 +38,15 @@ class ClusterShape:
     ) -> ClusterShape:
         """Fill what is not given from this node: its usable cores (dask's own split into
         processes x threads) and its GPUs shared evenly between the workers."""
+        for name, value, minimum in (
+            ("n_workers", n_workers, 1),
+            ("threads_per_worker", threads_per_worker, 1),
+            ("gpus_per_worker", gpus_per_worker, 0),
+        ):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            ):
+                raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
         cores = detect_cores()
         if n_workers is None and threads_per_worker is None:
             n_workers, threads_per_worker = nprocesses_nthreads(cores)  # type: ignore[no-untyped-call]
@@ -46,15 +55,9 @@ class ClusterShape:
             n_workers = max(1, cores // threads_per_worker)
         elif threads_per_worker is None:
             threads_per_worker = max(1, cores // n_workers)
+        assert n_workers is not None and threads_per_worker is not None
         if gpus_per_worker is None:
             gpus_per_worker = len(detect_gpus()) // n_workers
-        for name, value, minimum in (
-            ("n_workers", n_workers, 1),
-            ("threads_per_worker", threads_per_worker, 1),
-            ("gpus_per_worker", gpus_per_worker, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
         return cls(n_workers, threads_per_worker, gpus_per_worker)
 
     @property

@@ -15,7 +15,6 @@ import asyncio
 import collections
 import contextlib
 import inspect
-import logging
 import os
 import pickle
 import shutil
@@ -28,12 +27,12 @@ from typing import IO, Any
 
 import attrs
 from distributed import get_worker
+from tblib import pickling_support  # type: ignore[import-untyped]
+
 from rhapsody.backends.base import Outcome
 from rhapsody.backends.execution._subprocess import TAIL_BYTES, command_line, describe_exit
 from rhapsody.task import TaskDescription
-from tblib import pickling_support  # type: ignore[import-untyped]
-
-from rhapsody_dask import _orphans
+from rhapsody_dask import _orphans, _quiet
 
 
 @attrs.frozen
@@ -203,11 +202,9 @@ async def stop_children(
 
 
 def silence_dask_logs() -> None:
-    """Stop this worker's dask logging: broadcast just before the embedded cluster closes, when
-    heartbeats and transfers failing against a closing scheduler are expected, not news."""
-    for name in ["distributed", *logging.root.manager.loggerDict]:
-        if name.startswith("distributed"):
-            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    """Broadcast just before the embedded cluster closes: this worker's failing heartbeats and
+    transfers to a closing scheduler are expected, not news."""
+    _quiet.silence()
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -22,13 +22,12 @@ from typing import Any
 
 from distributed import Client, Future
 from distributed.scheduler import KilledWorker
-from distributed.utils import silence_logging_cmgr
+
 from rhapsody.backends.base import BaseExecutionBackend, ExecutionContext, Outcome
 from rhapsody.errors import ResourceError, TaskValidationError
 from rhapsody.states import CANCELED, StateMapper
 from rhapsody.task import TaskDescription
-
-from rhapsody_dask import _runner
+from rhapsody_dask import _quiet, _runner
 from rhapsody_dask._cluster import CORES, GPUS, ClusterShape, EmbeddedCluster
 from rhapsody_dask.states import BACKEND_NAME, TASK_STATES
 
@@ -36,7 +35,6 @@ logger = logging.getLogger("rhapsody.dask")
 
 # Bound on each step of shutdown that talks to the cluster, so a dead scheduler cannot hang it.
 _STOP_STEP_TIMEOUT = 10.0
-_SILENT = logging.CRITICAL + 1
 
 
 class DaskExecutionBackend(BaseExecutionBackend):
@@ -158,7 +156,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
         embedded = self._embedded
         # The embedded scheduler runs in this process and complains (even at CRITICAL) about
         # every message it can no longer deliver while things close: expected, so not shown.
-        quiet = silence_logging_cmgr(_SILENT) if embedded else contextlib.nullcontext()
+        quiet = _quiet.silenced() if embedded else contextlib.nullcontext()
         with quiet:
             try:
                 self._send_aborts()
@@ -173,11 +171,12 @@ class DaskExecutionBackend(BaseExecutionBackend):
                 client.unsubscribe_topic(self._start_topic)  # type: ignore[no-untyped-call]
                 if embedded is not None:
                     await self._quietly(client.run(_runner.silence_dask_logs))
-                    await embedded.close()  # workers, then scheduler; the client sees it go
             finally:
-                await self._quietly(client.close())  # type: ignore[no-untyped-call]
-                if embedded is not None:
-                    await embedded.close()
+                try:
+                    if embedded is not None:  # workers, then scheduler; the client sees it go
+                        await embedded.close()
+                finally:
+                    await self._quietly(client.close())  # type: ignore[no-untyped-call]
 
     def _check_task(self, task: TaskDescription) -> None:
         if task.function is not None:

@@ -1,4 +1,6 @@
-"""A dask-jobqueue cluster for an HPC platform from the catalog (``pip install rhapsody-dask[jobqueue]``).
+"""A dask-jobqueue cluster for an HPC platform of the catalog.
+
+Install with ``pip install 'rhapsody-dask[jobqueue]'``, then::
 
     from rhapsody.platforms import frontera
     from rhapsody_dask.jobqueue import cluster_for
@@ -18,7 +20,6 @@ import importlib
 from typing import Any
 
 from rhapsody.platforms import PlatformDescription
-
 from rhapsody_dask._cluster import CORES, GPUS
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from rhapsody.hookspecs import hookimpl
 from rhapsody.plugins import BackendRegistry, StateMapperRegistry
-
 from rhapsody_dask.states import BACKEND_NAME, TASK_STATES
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import functools
 import itertools
 import logging
@@ -32,9 +33,7 @@ from rhapsody.errors import BackendError, ResourceError
 from rhapsody.platforms import PlatformDescription
 from rhapsody.states import FINAL_STATES, StateMapper
 from rhapsody.task import TaskDescription
-
 from rhapsody_radical import _call, config, translate
-
 from rhapsody_radical.runtime import RPThread, Runtime, StartError
 from rhapsody_radical.states import AGENT_EXECUTING, TASK_STATES
 
@@ -82,10 +81,8 @@ class _Inbox:
             if self._woken:
                 return
             self._woken = True
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             self._loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
 
     def _drain(self) -> None:
         with self._lock:
@@ -183,6 +180,14 @@ class RadicalExecutionBackend(BaseExecutionBackend):
     @property
     def task_manager(self) -> Any:
         return self._runtime.tmgr if self._runtime else None
+
+    @property
+    def raptor_uid(self) -> str | None:
+        """The raptor master's uid, once the first function task has started it."""
+        raptor = self._raptor
+        if raptor is None or not raptor.done() or raptor.cancelled() or raptor.exception():
+            return None
+        return raptor.result()
 
     @property
     def pilot_fields(self) -> dict[str, Any]:
@@ -305,7 +310,8 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         self._submitting = False
         error = None if future.cancelled() else future.exception()
         if error is not None:
-            outcome = Outcome.failure(f"RADICAL-Pilot refused the task: {type(error).__name__}: {error}")
+            why = f"{type(error).__name__}: {error}"
+            outcome = Outcome.failure(f"RADICAL-Pilot refused the task: {why}")
             for fields in batch:
                 self._resolve(fields["uid"], outcome, {})
         if self._outbox:  # described while this batch was being submitted
@@ -327,7 +333,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         if event[0] == "pilot":
             self._on_pilot_final(event[1], event[2])
             return
-        _, uid, state, result = event
+        _, uid, _, result = event
         attempt = self._attempts.get(uid)
         if attempt is None:
             if uid in self._raptor_uids and result is not None and not self._closing:
@@ -376,14 +382,8 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         except Exception as exc:
             return Outcome.failure(f"cannot send {task.function!r} to the worker: {exc}",
                                    exception=exc)
-        fields: dict[str, Any] = {
-            "mode": rp.TASK_FUNCTION, "function": payload, "raptor_id": raptor_uid,
-            "environment": dict(task.environment or {}),
-        }
-        if task.working_directory is not None:
-            fields["sandbox"] = os.path.abspath(task.working_directory)
-        if task.timeout is not None:
-            fields["timeout"] = task.timeout  # the worker then kills the call itself
+        fields = translate.function_fields(task)
+        fields.update(mode=rp.TASK_FUNCTION, function=payload, raptor_id=raptor_uid)
         return fields
 
     def _ensure_raptor(self) -> asyncio.Future[str]:

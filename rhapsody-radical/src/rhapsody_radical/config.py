@@ -1,4 +1,4 @@
-"""The pilot a backend asks for, from its arguments and an optional platform. No RADICAL-Pilot import."""
+"""The pilot a backend asks for, from its arguments and a platform. No RADICAL-Pilot import."""
 
 from __future__ import annotations
 

@@ -41,11 +41,11 @@ def hermetic_env(home: str | os.PathLike[str], venv: str | None = None) -> dict[
     tmp = root / "tmp"
     tmp.mkdir(exist_ok=True)
     prefix = venv or sys.prefix
-    path = os.environ.get("PATH", "")
+    path = [str(Path(prefix) / "bin"), *filter(None, [os.environ.get("PATH")])]
     return {
         "HOME": str(root),
         "VIRTUAL_ENV": prefix,
-        "PATH": os.pathsep.join([str(Path(prefix) / "bin"), path]) if path else str(Path(prefix) / "bin"),
+        "PATH": os.pathsep.join(path),
         "RADICAL_PILOT_BASE": str(root),  # the client's session directories
         "TMPDIR": str(tmp),  # launcher leftovers (psij node lists are never deleted)
         "RADICAL_DEFAULT_IFACE": "lo",  # every ZMQ endpoint on 127.0.0.1

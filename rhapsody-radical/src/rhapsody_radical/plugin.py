@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from rhapsody.hookspecs import hookimpl
 from rhapsody.plugins import BackendRegistry, StateMapperRegistry
-
 from rhapsody_radical.states import TASK_STATES
 
 BACKEND_NAME = "radical_pilot"

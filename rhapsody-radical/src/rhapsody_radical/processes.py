@@ -11,6 +11,7 @@ to the session too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -75,10 +76,8 @@ def kill_session(sid: str, grace: float = 2.0) -> list[str]:
                 pass
         alive = _wait_gone(procs, grace)
         for proc in alive:
-            try:
+            with contextlib.suppress(psutil.Error):
                 proc.kill()
-            except psutil.Error:
-                pass
         _wait_gone(alive, grace)
     return stopped
 

@@ -8,6 +8,7 @@ not thread-safe. RADICAL-Pilot calls `on_task` / `on_pilot` from its own threads
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import re
 import threading
@@ -26,6 +27,8 @@ from rhapsody_radical.states import FINAL
 T = TypeVar("T")
 TaskCallback = Callable[[str, str, "dict[str, Any] | None"], None]
 PilotCallback = Callable[[str, str], None]
+# a call, and what to do with its result or error
+_Job = tuple[Callable[[], Any], Callable[[Any, "BaseException | None"], None]]
 
 # Fields of a final task that the backend turns into an outcome.
 _RESULT_FIELDS = ("stdout", "stderr", "exit_code", "return_value", "exception", "exception_detail")
@@ -45,11 +48,13 @@ class RPThread:
     """
 
     def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[Any, BaseException | None], None]] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
-    def run(self, loop: asyncio.AbstractEventLoop, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    def run(
+        self, loop: asyncio.AbstractEventLoop, func: Callable[..., T], *args: Any
+    ) -> asyncio.Future[T]:
         """Queue `func(*args)`; the returned future (of `loop`) resolves with its result."""
         future: asyncio.Future[T] = loop.create_future()
 
@@ -61,10 +66,8 @@ class RPThread:
                     future.set_exception(error)
 
         def done(value: Any, error: BaseException | None) -> None:
-            try:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(settle, value, error)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                pass
 
         self._jobs.put((lambda: func(*args), done))
         return future

@@ -20,7 +20,6 @@ from typing import Any
 from rhapsody.backends.base import Outcome
 from rhapsody.errors import TaskValidationError
 from rhapsody.task import TaskDescription
-
 from rhapsody_radical import _call
 
 #: RADICAL-Pilot fields a task may set through `task_backend_specific_kwargs`
@@ -98,9 +97,22 @@ def executable_fields(task: TaskDescription) -> dict[str, Any]:
     return fields
 
 
+def function_fields(task: TaskDescription) -> dict[str, Any]:
+    """The fields of a function task besides the call itself (`mode`, `function`, `raptor_id`).
+
+    The raptor worker sets the variables in the process that runs the call, unescaped, and runs
+    it in `sandbox`."""
+    fields: dict[str, Any] = {"environment": dict(task.environment or {})}
+    if task.working_directory is not None:
+        fields["sandbox"] = os.path.abspath(task.working_directory)
+    if task.timeout is not None:
+        fields["timeout"] = task.timeout  # the worker then stops the call itself
+    return fields
+
+
 def pass_through(task: TaskDescription) -> dict[str, Any]:
     """Resources and the fields the task sets through `task_backend_specific_kwargs`."""
-    fields = {"ranks": 1, "cores_per_rank": task.cores, "gpus_per_rank": task.gpus}
+    fields: dict[str, Any] = {"ranks": 1, "cores_per_rank": task.cores, "gpus_per_rank": task.gpus}
     fields.update((k, v) for k, v in task.backend_kwargs.items() if k in PASS_THROUGH)
     if task.timeout is not None:
         fields["timeout"] = task.timeout  # the agent stops it too, freeing its cores
@@ -130,11 +142,11 @@ def executable_outcome(task: TaskDescription, result: Mapping[str, Any]) -> Outc
     if state == "DONE":
         return Outcome(True, stdout=stdout, stderr=stderr, exit_code=0 if code is None else code)
     if state == "CANCELED":
-        return Outcome.failure(f"canceled by RADICAL-Pilot{failure_detail(result)}", stdout=stdout,
-                               stderr=stderr)
+        reason = f"canceled by RADICAL-Pilot{failure_detail(result)}"
+        return Outcome.failure(reason, stdout=stdout, stderr=stderr)
     if code is None:
-        return Outcome.failure(f"RADICAL-Pilot reported FAILED{failure_detail(result)}", stdout=stdout,
-                               stderr=stderr)
+        reason = f"RADICAL-Pilot reported FAILED{failure_detail(result)}"
+        return Outcome.failure(reason, stdout=stdout, stderr=stderr)
     code = int(code)
     last_line = stderr.strip().rsplit("\n", 1)[-1] if stderr.strip() else ""
     if code == 127 and ("not found" in last_line or "No such file" in last_line):
