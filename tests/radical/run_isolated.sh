@@ -1,27 +1,60 @@
 #!/bin/sh
-# Run the RADICAL-Pilot tests in isolation: a private network namespace with only loopback
-# (RADICAL-Pilot binds ports on every interface; nothing may collide or leave the host) and a
-# process session of their own, whose leftovers are killed afterwards.
+# Run the RADICAL-Pilot tests in isolation, and leave nothing running afterwards:
+#  - a private network namespace with only loopback (RADICAL-Pilot binds ports on every
+#    interface: nothing may collide with other jobs or leave the host);
+#  - a process session of their own, killed as a whole at the end (RADICAL-Pilot's daemons stay
+#    in the test's process group), also when this script is interrupted or timed out;
+#  - a scratch directory for pytest's tmp_path (and so the pilots' HOME): any process still
+#    referring to it at the end (tasks run in sessions of their own) is killed too.
 #
-#   tests/radical/run_isolated.sh [pytest arguments...]
+#   tests/radical/run_isolated.sh [pytest arguments...]      # default path: tests/radical
 #
-# Needs root (or an unprivileged user namespace) for `unshare -n`; without it, the tests run
-# directly. PYTHON overrides the interpreter (default: the repository's .venv).
-set -eu
+# `unshare -n` needs root (or unprivileged user namespaces); without it the tests run in the
+# host's network. PYTHON overrides the interpreter (default: the repository's .venv).
+# The scratch directory is removed after a passing run and kept (its path printed) otherwise.
+set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$root"
+cd "$root" || exit 2
 python=${PYTHON:-"$root/.venv/bin/python"}
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/rhapsody-radical-tests.XXXXXX") || exit 2
 
-# Runs inside the namespace: bring loopback up, run pytest, then kill anything left in this
-# process group (RADICAL-Pilot's daemons stay in it) except this shell.
-inner='if [ "$RHAPSODY_NETNS" = 1 ]; then ip link set lo up || exit 1; fi
-"$0" -m pytest tests/radical "$@"
-rc=$?
-for pid in $(pgrep -g $$); do [ "$pid" = $$ ] || kill -KILL "$pid" 2>/dev/null || true; done
-exit $rc'
+target=tests/radical
+for arg in "$@"; do
+    case $arg in tests/*) target= ;; esac
+done
 
+# Inside the new session: bring loopback up when in a fresh namespace, then become pytest.
+inner='if [ "$1" = netns ]; then ip link set lo up || exit 2; fi; shift; exec "$@"'
 if unshare -n true 2>/dev/null; then
-    RHAPSODY_NETNS=1 exec setsid --wait unshare -n sh -c "$inner" "$python" "$@"
+    setsid unshare -n sh -c "$inner" sh netns "$python" -m pytest $target \
+        --basetemp="$scratch/pytest" "$@" &
+else
+    echo "run_isolated.sh: cannot create a network namespace; using the host's network" >&2
+    setsid sh -c "$inner" sh host "$python" -m pytest $target --basetemp="$scratch/pytest" "$@" &
 fi
-echo "run_isolated.sh: cannot create a network namespace; running without one" >&2
-RHAPSODY_NETNS=0 exec setsid --wait sh -c "$inner" "$python" "$@"
+# A background job of a script is no group leader, so setsid needs no fork: $! leads the session.
+session=$!
+
+reap() {
+    kill -KILL -- "-$session" 2>/dev/null
+    for proc in /proc/[0-9]*; do
+        pid=${proc#/proc/}
+        [ "$pid" = $$ ] && continue
+        if grep -qsaF "$scratch" "$proc/environ" "$proc/cmdline"; then
+            kill -KILL "$pid" 2>/dev/null
+        fi
+    done
+}
+trap 'reap; exit 129' HUP
+trap 'reap; exit 130' INT
+trap 'reap; exit 143' TERM
+
+wait "$session"
+rc=$?
+reap
+if [ "$rc" = 0 ]; then
+    rm -rf "$scratch"
+else
+    echo "run_isolated.sh: pytest exited with $rc; pilot sandboxes and logs are in $scratch" >&2
+fi
+exit "$rc"

@@ -16,7 +16,6 @@ import collections
 import contextlib
 import inspect
 import os
-import pickle
 import shutil
 import signal
 import subprocess
@@ -26,6 +25,7 @@ from collections.abc import Awaitable, Collection
 from typing import IO, Any
 
 import attrs
+import cloudpickle  # type: ignore[import-untyped]
 from distributed import get_worker
 from tblib import pickling_support  # type: ignore[import-untyped]
 
@@ -34,27 +34,46 @@ from rhapsody.backends.execution._subprocess import TAIL_BYTES, command_line, de
 from rhapsody.task import TaskDescription
 from rhapsody_dask import _orphans, _quiet
 
+# What the runner tells the backend, on the backend's event topic: (STARTED, key) when the task
+# starts, (FINISHED, key, pickled outcome) when it ends with an outcome small enough to travel
+# that way; a larger one is fetched as the task's result.
+STARTED = "started"
+FINISHED = "finished"
+INLINE_LIMIT = 16 * 1024  # the scheduler keeps a topic's last 1000 events: bound them
+
 
 @attrs.frozen
 class Job:
     """One attempt as shipped to a worker. attrs, not a dataclass: dask leaves it opaque."""
 
     task: TaskDescription
-    start_topic: str  # the event topic the backend listens on for "this attempt started"
+    topic: str  # the event topic the backend listens on
     attempt: int
     spill_dir: str  # where output beyond `max_output` bytes is written in full
     max_output: int
     children_dir: str | None  # embedded cluster: where each child is noted (see _orphans)
 
 
-def run(job: Job) -> Outcome:
-    """Announce the start, then run the task. Task failures are returned, never raised."""
+def run(job: Job) -> bytes:
+    """Run one attempt; returns its pickled `Outcome` (task failures are returned, not raised)."""
     worker = get_worker()
-    key = worker.get_current_task()
-    worker.log_event(job.start_topic, key)
-    if job.task.function is not None:
-        return _call(job.task)
-    return _spawn(job, str(key))
+    key = str(worker.get_current_task())
+    worker.log_event(job.topic, (STARTED, key))
+    outcome = _call(job.task) if job.task.function is not None else _spawn(job, key)
+    payload = _pickled(outcome)
+    if len(payload) <= INLINE_LIMIT:
+        # Saves the backend a round trip to fetch the result, which costs more than the task.
+        worker.log_event(job.topic, (FINISHED, key, payload))
+    return payload
+
+
+def _pickled(outcome: Outcome) -> bytes:
+    try:
+        return bytes(cloudpickle.dumps(outcome))
+    except Exception as exc:
+        value = type(outcome.return_value).__name__
+        failure = Outcome.failure(f"the task's return value ({value}) cannot be pickled: {exc}")
+        return bytes(cloudpickle.dumps(failure))
 
 
 def _call(task: TaskDescription) -> Outcome:
@@ -77,7 +96,7 @@ def _portable(exc: Exception) -> Exception:
     (the result must travel back to the client)."""
     pickling_support.install(exc)
     try:
-        pickle.dumps(exc)
+        cloudpickle.dumps(exc)
     except Exception:
         stand_in = RuntimeError(f"{type(exc).__name__}: {exc}")
         stand_in.__traceback__ = exc.__traceback__

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import pickle
 import uuid
 from collections.abc import Coroutine, Mapping
 from typing import Any
@@ -25,7 +26,7 @@ from distributed.scheduler import KilledWorker
 
 from rhapsody.backends.base import BaseExecutionBackend, ExecutionContext, Outcome
 from rhapsody.errors import ResourceError, TaskValidationError
-from rhapsody.states import CANCELED, StateMapper
+from rhapsody.states import CANCELED, DONE, StateMapper
 from rhapsody.task import TaskDescription
 from rhapsody_dask import _quiet, _runner
 from rhapsody_dask._cluster import CORES, GPUS, ClusterShape, EmbeddedCluster
@@ -109,11 +110,12 @@ class DaskExecutionBackend(BaseExecutionBackend):
         # Keys and topic carry a token: backends sharing a scheduler never see each other's tasks.
         token = uuid.uuid4().hex[:12]
         self._key_prefix = f"rhapsody-{token}-"
-        self._start_topic = f"rhapsody-started-{token}"
+        self._topic = f"rhapsody-events-{token}"
         self._embedded: EmbeddedCluster | None = None
         self._client: Client | None = None
         self._attempts: dict[str, ExecutionContext] = {}  # submitted, unsettled attempts by key
-        self._to_cancel: list[Future[Outcome]] = []
+        self._finished: dict[str, bytes] = {}  # their outcomes, as the runner's events bring them
+        self._to_cancel: list[Future[bytes]] = []
         self._to_kill: list[str] = []
         self._abort_scheduled = False
         self._aborts: set[asyncio.Future[Any]] = set()
@@ -148,7 +150,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
                 await self._embedded.close()
             raise
         self._client = client
-        client.subscribe_topic(self._start_topic, self._on_started)
+        client.subscribe_topic(self._topic, self._on_event)
 
     async def _stop(self) -> None:
         client = self._client
@@ -168,7 +170,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
                         _runner.stop_children, (), prefix=self._key_prefix, grace=self._kill_grace
                     )
                 )
-                client.unsubscribe_topic(self._start_topic)  # type: ignore[no-untyped-call]
+                client.unsubscribe_topic(self._topic)  # type: ignore[no-untyped-call]
                 if embedded is not None:
                     await self._quietly(client.run(_runner.silence_dask_logs))
             finally:
@@ -214,7 +216,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
         key = f"{self._key_prefix}{task.uid}-{ctx.attempt}"
         job = _runner.Job(
             task,
-            self._start_topic,
+            self._topic,
             ctx.attempt,
             str(self.work_dir),
             self._max_output,
@@ -228,21 +230,39 @@ class DaskExecutionBackend(BaseExecutionBackend):
             )
         self._attempts[key] = ctx
         try:
-            # Awaiting each future is enough: the client merges concurrent fetches of results.
-            outcome: Outcome = await future
+            return await self._outcome(key, future)
         except asyncio.CancelledError:  # cancelled or timed out by the engine
             self._abort(future, None if task.function is not None else key)
             raise
-        except Exception as exc:
-            return self._dask_failure(future, exc)
         finally:
             del self._attempts[key]
+            self._finished.pop(key, None)
+
+    async def _outcome(self, key: str, future: Future[bytes]) -> Outcome:
+        try:
+            error = await future.exception()  # type: ignore[no-untyped-call]  # settles; no fetch
+            # The runner's FINISHED event comes before dask reports the task done (one worker
+            # stream, relayed in order), so a small outcome is here already.
+            payload = self._finished.pop(key, None)
+            if payload is None:
+                if self._states.to_main_state(str(future.status)) != DONE:
+                    return self._dask_failure(future, error)
+                payload = await future
+        except Exception as exc:
+            return self._dask_failure(future, exc)
+        try:
+            outcome: Outcome = pickle.loads(payload)
+        except Exception as exc:  # e.g. the return value's class cannot be imported here
+            return Outcome.failure(
+                f"the task's result cannot be read here: {type(exc).__name__}: {exc}",
+                exception=exc,
+            )
         return outcome
 
-    def _dask_failure(self, future: Future[Outcome], exc: Exception) -> Outcome:
+    def _dask_failure(self, future: Future[bytes], exc: BaseException | None) -> Outcome:
         """The runner returns task failures, so an error here is dask's: say which."""
         if self._states.to_main_state(str(future.status)) == CANCELED:
-            return Outcome.failure(f"dask cancelled the task: {exc}", exception=exc)
+            return Outcome.failure("dask cancelled the task (was its scheduler restarted?)")
         if isinstance(exc, KilledWorker):
             return Outcome.failure(f"the dask worker running the task died: {exc}", exception=exc)
         return Outcome.failure(
@@ -257,14 +277,20 @@ class DaskExecutionBackend(BaseExecutionBackend):
             wanted[GPUS] = task.gpus
         return wanted or None
 
-    def _on_started(self, event: tuple[float, str]) -> None:
-        # Runs on the caller's loop (the client's). A late event of a settled attempt is ignored.
-        ctx = self._attempts.get(event[1])
-        if ctx is not None:
+    def _on_event(self, event: tuple[float, list[Any]]) -> None:
+        # Runs on the caller's loop (the client's). Late events of settled attempts are ignored.
+        message = event[1]
+        kind, key = message[0], message[1]
+        ctx = self._attempts.get(key)
+        if ctx is None:
+            return
+        if kind == _runner.STARTED:
             ctx.started()
+        elif kind == _runner.FINISHED:
+            self._finished[key] = message[2]
 
     # -- cancellation ----------------------------------------------------------------------------
-    def _abort(self, future: Future[Outcome], kill: str | None) -> None:
+    def _abort(self, future: Future[bytes], kill: str | None) -> None:
         """Release a cancelled or timed-out attempt, and stop the process group of executable
         attempt `kill`. A running function cannot be interrupted: dask cannot stop a thread."""
         self._to_cancel.append(future)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import queue
 import re
 import threading
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import radical.pilot as rp  # type: ignore[import-untyped]
+import radical.utils as ru  # type: ignore[import-untyped]
 
 from rhapsody_radical import _raptor, processes
 from rhapsody_radical.states import FINAL
@@ -103,6 +105,9 @@ class Runtime:
         self.tmgr: Any = None
         self.pilot: Any = None
         self.raptor_uids: tuple[str, ...] = ()
+        # multiprocessing children the session forks (its registry service): not daemonic, so
+        # an interpreter exiting without close() would wait for them forever
+        self._forks: list[multiprocessing.process.BaseProcess] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float) -> None:
@@ -112,7 +117,10 @@ class Runtime:
         active within `timeout` seconds.
         """
         deadline = time.monotonic() + timeout
+        check_resource(self.resource)
+        known = set(multiprocessing.active_children())
         self.session = rp.Session(uid=self.sid)
+        self._forks = [c for c in multiprocessing.active_children() if c not in known]
         self.pmgr = rp.PilotManager(session=self.session)
         self.tmgr = rp.TaskManager(session=self.session)
         self.tmgr.register_callback(self._task_cb)
@@ -141,7 +149,16 @@ class Runtime:
 
     def kill_leftovers(self) -> list[str]:
         """Stop whatever process of this session is still alive (see `processes`)."""
-        return processes.kill_session(self.sid)
+        stopped = processes.kill_session(self.sid)
+        for child in self._forks:
+            if child.is_alive():
+                stopped.append(f"{child.pid} {child.name}")
+                child.terminate()
+                child.join(2)
+                if child.is_alive():
+                    child.kill()
+                    child.join(2)
+        return stopped
 
     @property
     def resource(self) -> str:
@@ -193,6 +210,20 @@ class Runtime:
         if self.session is not None:
             parts.append(_launch_error(Path(self.session.path)))
         return "\n".join(p for p in parts if p) or "(no agent or launcher log found)"
+
+
+def check_resource(label: str) -> None:
+    """Fail at once, naming the known labels, for a resource RADICAL-Pilot has no config for."""
+    # the configurations rp.Session loads: RADICAL-Pilot's own and the user's
+    configs = ru.Config("radical.pilot.resource", name="*", expand=False)
+    site, _, name = label.partition(".")
+    if site in configs and name in configs[site]:
+        return
+    if site in configs:
+        known = ", ".join(f"{site}.{n}" for n in sorted(configs[site]))
+    else:
+        known = "sites " + ", ".join(sorted(configs))
+    raise StartError(f"unknown RADICAL-Pilot resource {label!r}; known: {known}")
 
 
 def _local_path(url: Any) -> str | None:
