@@ -59,9 +59,16 @@ class Plain:
         await asyncio.to_thread(self.run, tds)
 
     async def functions(self, n: int) -> None:
-        tds = [rp.TaskDescription({"mode": rp.TASK_FUNCTION, "raptor_id": self.raptor_uid,
-                                   "function": rp.PythonTask(trivial, (i,), {})})
-               for i in range(n)]
+        tds = [
+            rp.TaskDescription(
+                {
+                    "mode": rp.TASK_FUNCTION,
+                    "raptor_id": self.raptor_uid,
+                    "function": rp.PythonTask(trivial, (i,), {}),
+                }
+            )
+            for i in range(n)
+        ]
         await asyncio.to_thread(self.run, tds)
 
 
@@ -80,8 +87,10 @@ async def main(args: argparse.Namespace) -> None:
     backend = RadicalExecutionBackend(args.resource, cores=args.cores, runtime=60)
     began = time.perf_counter()
     await backend
-    print(f"pilot active after {time.perf_counter() - began:.1f} s on {args.resource} "
-          f"({args.cores} cores)")
+    print(
+        f"pilot active after {time.perf_counter() - began:.1f} s on {args.resource} "
+        f"({args.cores} cores)"
+    )
     try:
         plain = Plain(backend)
         began = time.perf_counter()
@@ -92,12 +101,16 @@ async def main(args: argparse.Namespace) -> None:
 
         def executables() -> list[dict[str, Any]]:
             b = next(batch)
-            return [{"uid": f"e{b}.{i}", "executable": "/bin/true"} for i in range(args.executables)]
+            return [
+                {"uid": f"e{b}.{i}", "executable": "/bin/true"} for i in range(args.executables)
+            ]
 
         def functions() -> list[dict[str, Any]]:
             b = next(batch)
-            return [{"uid": f"f{b}.{i}", "function": trivial, "args": [i]}
-                    for i in range(args.functions)]
+            return [
+                {"uid": f"f{b}.{i}", "function": trivial, "args": [i]}
+                for i in range(args.functions)
+            ]
 
         variants: dict[str, dict[str, Callable[[], Awaitable[None]]]] = {
             f"{args.executables} x /bin/true": {
@@ -109,8 +122,9 @@ async def main(args: argparse.Namespace) -> None:
                 "rhapsody": lambda: ours(backend, functions()),
             },
         }
-        times: dict[str, dict[str, list[float]]] = {w: {"plain RP": [], "rhapsody": []}
-                                                   for w in variants}
+        times: dict[str, dict[str, list[float]]] = {
+            w: {"plain RP": [], "rhapsody": []} for w in variants
+        }
         for round_ in range(args.rounds):
             for workload, runs in variants.items():
                 order = list(runs) if round_ % 2 == 0 else list(reversed(runs))
@@ -122,8 +136,10 @@ async def main(args: argparse.Namespace) -> None:
             n = args.executables if "true" in workload else args.functions
             plain_s = statistics.median(by_variant["plain RP"])
             ours_s = statistics.median(by_variant["rhapsody"])
-            print(f"{workload:<22}{plain_s:>8.2f} ({n / plain_s:5.1f}/s)"
-                  f"{ours_s:>8.2f} ({n / ours_s:5.1f}/s){ours_s / plain_s:>7.2f}x")
+            print(
+                f"{workload:<22}{plain_s:>8.2f} ({n / plain_s:5.1f}/s)"
+                f"{ours_s:>8.2f} ({n / ours_s:5.1f}/s){ours_s / plain_s:>7.2f}x"
+            )
     finally:
         await backend.shutdown()
 
@@ -133,8 +149,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--executables", type=int, default=200)
     parser.add_argument("--functions", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--cores", type=int, default=4,
-                        help="pilot cores (local.localhost pretends to have them)")
+    parser.add_argument(
+        "--cores", type=int, default=4, help="pilot cores (local.localhost pretends to have them)"
+    )
     parser.add_argument("--resource", default="local.localhost")
     return parser.parse_args()
 

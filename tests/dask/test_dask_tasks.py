@@ -150,12 +150,21 @@ async def test_function_results_and_failures(backend: DaskExecutionBackend) -> N
     assert failing["exception"].__traceback__ is not None
 
 
-async def test_function_dask_cannot_serialize_fails_clearly(backend: DaskExecutionBackend) -> None:
+async def test_large_results_are_fetched_from_the_worker(backend: DaskExecutionBackend) -> None:
+    # Small outcomes come back with the runner's end-of-task event; larger ones are fetched.
+    task = {"function": bytes, "args": [1_000_000]}
+    [result] = await run(backend, task)
+    assert result["return_value"] == bytes(1_000_000)
+
+
+async def test_what_cannot_be_pickled_fails_clearly(backend: DaskExecutionBackend) -> None:
     lock = threading.Lock()
-    task = {"function": lambda: lock}
-    [error] = await run(backend, task)
-    assert isinstance(error, TaskExecutionError)
-    assert "could not be sent to dask" in str(error)
+    unsendable = {"function": lambda: lock}
+    unreturnable = {"function": threading.Lock}
+    errors = await run(backend, unsendable, unreturnable)
+    assert all(isinstance(error, TaskExecutionError) for error in errors)
+    assert "could not be sent to dask" in str(errors[0])
+    assert "return value (lock) cannot be pickled" in str(errors[1])
 
 
 async def test_requests_no_worker_can_hold_are_rejected_at_submit(

@@ -28,7 +28,9 @@ from radical.asyncflow.errors import DependencyFailureError  # noqa: E402
 BOUND = 90.0
 
 DASK = pytest.param("dask", id="dask")
-RADICAL = pytest.param("radical_pilot", id="radical_pilot", marks=pytest.mark.slow)
+RADICAL = pytest.param(
+    "radical_pilot", id="radical_pilot", marks=[pytest.mark.slow, pytest.mark.radical]
+)
 ALL = ["concurrent", "noop", DASK]
 RUNS_TASKS = ["concurrent", DASK]  # noop completes tasks without running them
 

@@ -1,10 +1,15 @@
-"""A real local pilot (`local.localhost`), started once for the whole run and shared.
+"""Real local pilots (`local.localhost`) for the RADICAL-Pilot tests, no mocks.
 
-The pilot takes 30-60 s to start on a small machine, so every test module here uses the one
-session-scoped backend; tests that must own a pilot (start faults, shutdown) start their own.
-RADICAL-Pilot is confined by `rhapsody_radical.hermetic`: a temporary HOME, this venv for the
-agent, endpoints on 127.0.0.1 and no profiler looking for a time server. `run_isolated.sh` runs
-this directory in a private network namespace as well.
+A pilot takes 30-60 s to start on a small machine and keeps the CPUs busy while it idles, so the
+tests share one at a time (`rp_support.SHARED`), and the items are ordered so that the whole
+directory needs two: the task tests and the executable conformance class share the first,
+whose shutdown test ends it; the function conformance class gets the second and ends it the same
+way; the start-failure tests come last. Any other order or selection works too, at the cost of
+more pilot starts.
+
+RADICAL-Pilot is confined by `rhapsody_radical.hermetic` (a temporary HOME, this venv for the
+agent, endpoints on 127.0.0.1, no profiler looking for a time server); `run_isolated.sh` adds a
+private network namespace and kills whatever a crashed run leaves.
 """
 
 from __future__ import annotations
@@ -15,23 +20,43 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("radical.pilot", reason="radical.pilot is not installed: pip install rhapsody-radical")
+pytest.importorskip(
+    "radical.pilot", reason="radical.pilot is not installed: pip install rhapsody-radical"
+)
 
-from rp_support import HERE, assert_no_session_processes, make_backend  # noqa: E402
+from rp_support import HERE, SHARED, SharedPilot
 
-from rhapsody_radical.backend import RadicalExecutionBackend  # noqa: E402
-from rhapsody_radical.hermetic import hermetic  # noqa: E402
+from rhapsody_radical.backend import RadicalExecutionBackend
+from rhapsody_radical.hermetic import hermetic
+
+_ORDER = (
+    "test_radical_tasks.py",
+    "::TestRadicalConformance::",
+    "::TestRadicalFunctionConformance::",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Reorder only this directory's items, in the slots they already hold.
+    slots = [i for i, item in enumerate(items) if item.path.parent == HERE]
+
+    def rank(item: pytest.Item) -> int:
+        return next((n for n, key in enumerate(_ORDER) if key in item.nodeid), len(_ORDER))
+
+    ordered = sorted((items[i] for i in slots), key=rank)
+    for slot, item in zip(slots, ordered, strict=True):
+        items[slot] = item
 
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
-    # Session scope: the shared backend is bound to one event loop, which must outlive every test.
+    # Session scope: a shared backend is bound to one event loop, which must outlive the tests.
     return "asyncio"
 
 
 @pytest.fixture(scope="session")
 def radical_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The hermetic environment, for the whole session (the agent inherits it at start)."""
+    """The hermetic environment, for the whole session (a pilot inherits it when it starts)."""
     home = tmp_path_factory.mktemp("rp-home")
     with hermetic(home), pytest.MonkeyPatch.context() as patch:
         # Raptor workers import functions defined in modules by name: rp_tasks must be
@@ -42,13 +67,13 @@ def radical_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-async def radical_backend(
-    radical_home: Path, anyio_backend: str
-) -> AsyncIterator[RadicalExecutionBackend]:
+async def shared_pilot(radical_home: Path, anyio_backend: str) -> AsyncIterator[SharedPilot]:
+    """Holds the event loop for the session and shuts the last shared pilot down."""
+    yield SHARED
+    await SHARED.close()
+
+
+@pytest.fixture
+async def radical_backend(shared_pilot: SharedPilot) -> RadicalExecutionBackend:
     """The shared, started backend. A failed start raises BackendError with the agent's logs."""
-    backend = make_backend()
-    await backend
-    yield backend
-    sid = backend.session.uid
-    await backend.shutdown()
-    assert_no_session_processes(sid)
+    return await shared_pilot.get()

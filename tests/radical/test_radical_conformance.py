@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import pytest
-from rhapsody.testing import BackendConformance
-from rp_support import WAIT, assert_no_session_processes, make_backend
+from rp_support import SHARED, WAIT, SharedPilot, assert_no_session_processes
 
+from rhapsody.testing import BackendConformance
 from rhapsody_radical.backend import RadicalExecutionBackend
 
 
 class _Radical(BackendConformance):
-    # RADICAL-Pilot runs ~10 tasks/s and takes ~0.5 s from submission to result.
+    # RADICAL-Pilot runs ~10 tasks/s and takes ~0.3 s from submission to result.
     state_machine_examples = 10
     wait_timeout = WAIT
     made: ClassVar[list[RadicalExecutionBackend]] = []
@@ -24,13 +23,22 @@ class _Radical(BackendConformance):
         # the kit's is class-scoped; the shared backend's event loop must outlive the class
         return "asyncio"
 
+    @pytest.fixture(scope="class")
+    @classmethod
+    async def backend(cls, shared_pilot: SharedPilot) -> RadicalExecutionBackend:
+        return await shared_pilot.get(owner=cls)
+
     def make_backend(self) -> RadicalExecutionBackend:
-        backend = make_backend()
+        # The kit's shutdown test, its last, shuts down the shared pilot instead of starting
+        # another one; the next user of the shared pilot gets a new one.
+        backend = SHARED.current()
         self.made.append(backend)
         return backend
 
     @pytest.mark.anyio
-    async def test_shutdown_cancels_everything_and_leaves_no_child(self) -> None:
+    async def test_shutdown_cancels_everything_and_leaves_no_child(
+        self, shared_pilot: SharedPilot
+    ) -> None:
         await super().test_shutdown_cancels_everything_and_leaves_no_child()
         # The kit looks at our child processes; RADICAL-Pilot's daemonize. Look at every
         # process of that session (agent, bootstrap, components, tasks, raptor) too.
@@ -38,38 +46,11 @@ class _Radical(BackendConformance):
 
 
 class TestRadicalConformance(_Radical):
-    """Executable tasks, on the session's shared pilot (its shutdown test starts its own)."""
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    def backend(cls, radical_backend: RadicalExecutionBackend) -> RadicalExecutionBackend:
-        # the session fixture shuts it down
-        return radical_backend
+    """Executable tasks."""
 
 
 class TestRadicalFunctionConformance(_Radical):
-    """Function tasks through raptor, on a pilot of this class's own.
-
-    Not the shared pilot: the kit's tests reuse task uids in every class. The kit's last test,
-    the shutdown test, shuts this pilot down (with raptor running) instead of starting a third.
-    """
+    """Function tasks through raptor; the shutdown test stops a running raptor too."""
 
     runs_executables = False
-    state_machine_examples = 6
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    async def backend(
-        cls, radical_home: object, anyio_backend: str
-    ) -> AsyncIterator[RadicalExecutionBackend]:
-        backend = make_backend()
-        cls.made.append(backend)
-        await backend
-        yield backend
-        await backend.shutdown()  # a no-op after the shutdown test
-        assert_no_session_processes(backend.session.uid)
-
-    def make_backend(self) -> RadicalExecutionBackend:
-        if self.made and self.made[-1].state() == "RUNNING":
-            return self.made[-1]
-        return super().make_backend()  # the shutdown test run on its own
+    state_machine_examples = 4

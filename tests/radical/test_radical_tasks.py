@@ -8,15 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psutil
 import pytest
 import rp_tasks
-from rhapsody.errors import ResourceError, TaskExecutionError, TaskValidationError
-from rhapsody.states import CANCELED, DONE, EXECUTING, FAILED
 from rp_support import WAIT
 
+from rhapsody.errors import ResourceError, TaskExecutionError, TaskValidationError
+from rhapsody.states import CANCELED, DONE, EXECUTING, FAILED
 from rhapsody_radical.backend import RadicalExecutionBackend
+from rhapsody_radical.processes import session_processes
 
 pytestmark = pytest.mark.anyio
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:  # gone meanwhile
+        return []
 
 
 async def run(backend: RadicalExecutionBackend, *tasks: dict[str, Any]) -> list[Any]:
@@ -31,14 +40,17 @@ async def test_arguments_and_environment_reach_the_program_verbatim(
     radical_backend: RadicalExecutionBackend, tmp_path: Path
 ) -> None:
     # the agent's script would expand $, backquotes and mangle quotes if they were not escaped
-    tricky = ['$HOME `id` $(id)', 'say "hi"\\', "", "two words", "*"]
+    tricky = ["$HOME `id` $(id)", 'say "hi"\\', "", "two words", "*"]
     value = 'a "b" $c `d` \\e'
     workdir = tmp_path / "work dir"
     task = {
         "executable": "/usr/bin/env",
-        "arguments": ["python3", "-c",
-                      "import os, sys; print(sys.argv[1:]); print(os.environ['V']); print(os.getcwd())",
-                      *tricky],
+        "arguments": [
+            "python3",
+            "-c",
+            "import os, sys; print(sys.argv[1:]); print(os.environ['V']); print(os.getcwd())",
+            *tricky,
+        ],
         "environment": {"V": value},
         "working_directory": str(workdir),
     }
@@ -72,25 +84,41 @@ async def test_failures_carry_a_clear_reason(radical_backend: RadicalExecutionBa
     assert errors[2].task is code  # the user's dict, not RADICAL-Pilot's description
 
 
-async def test_timeout_and_cancel_stop_the_program(radical_backend: RadicalExecutionBackend) -> None:
+async def test_timeout_and_cancel_stop_the_program(
+    radical_backend: RadicalExecutionBackend,
+) -> None:
+    running = asyncio.Event()
+    radical_backend.register_callback(
+        lambda t, s: running.set() if (t["uid"], s) == ("x.cancel", EXECUTING) else None
+    )
     slow = {"uid": "x.cancel", "executable": "/bin/sleep", "arguments": ["60"]}
     timed = {"uid": "x.timeout", "executable": "/bin/sleep", "arguments": ["60"], "timeout": 2}
     futures = await radical_backend.submit_tasks([slow, timed])
     with anyio.fail_after(WAIT):
-        while radical_backend.task_state("x.cancel") != EXECUTING:
-            await asyncio.sleep(0.05)
+        await running.wait()
         assert await radical_backend.cancel_task("x.cancel")
         await asyncio.wait(list(futures))
     assert futures[0].cancelled() and slow["state"] == CANCELED
     assert "timed out after 2 s" in str(futures[1].exception())
+    # and the agent stopped both programs
+    sid = radical_backend.session.uid
+    for _ in range(100):
+        if not any(_cmdline(p) == ["/bin/sleep", "60"] for p in session_processes(sid)):
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError("the cancelled programs still run")
 
 
-async def test_callbacks_run_on_the_event_loop_thread(radical_backend: RadicalExecutionBackend) -> None:
+async def test_callbacks_run_on_the_event_loop_thread(
+    radical_backend: RadicalExecutionBackend,
+) -> None:
     seen: list[tuple[str, bool]] = []
     loop_thread = threading.get_ident()
     radical_backend.register_callback(
-        lambda t, s: seen.append((s, threading.get_ident() == loop_thread))
-        if t["uid"] == "x.cb" else None
+        lambda t, s: (
+            seen.append((s, threading.get_ident() == loop_thread)) if t["uid"] == "x.cb" else None
+        )
     )
     await run(radical_backend, {"uid": "x.cb", "executable": "/bin/true"})
     assert [s for s, _ in seen] == ["SCHEDULING_PENDING", "EXECUTING_PENDING", EXECUTING, DONE]
@@ -101,7 +129,9 @@ async def test_what_the_pilot_cannot_run_is_rejected_at_submit(
     radical_backend: RadicalExecutionBackend,
 ) -> None:
     with pytest.raises(TaskValidationError, match="shell variable name"):
-        await radical_backend.submit_tasks([{"executable": "/bin/true", "environment": {"A-B": "1"}}])
+        await radical_backend.submit_tasks(
+            [{"executable": "/bin/true", "environment": {"A-B": "1"}}]
+        )
     with pytest.raises(TaskValidationError, match="unknown RADICAL-Pilot field"):
         await radical_backend.submit_tasks(
             [{"executable": "/bin/true", "task_backend_specific_kwargs": {"bogus": 1}}]
@@ -109,7 +139,7 @@ async def test_what_the_pilot_cannot_run_is_rejected_at_submit(
     with pytest.raises(ResourceError, match="asks for 99 core"):
         await radical_backend.submit_tasks([{"executable": "/bin/true", "cores": 99}])
     with pytest.raises(ResourceError, match="raptor worker"):
-        await radical_backend.submit_tasks([{"function": rp_tasks.double, "cores": 2}])
+        await radical_backend.submit_tasks([{"function": rp_tasks.double, "cores": 3}])
 
 
 # -- functions (raptor) --------------------------------------------------------------------
@@ -135,8 +165,11 @@ async def test_function_exception_output_and_placement(
 ) -> None:
     failing = {"function": rp_tasks.fail, "args": ["no luck"]}
     chatty = {"function": rp_tasks.chatty}
-    placed = {"function": rp_tasks.where, "environment": {"RHAPSODY_TEST_VAR": "set"},
-              "working_directory": str(tmp_path)}
+    placed = {
+        "function": rp_tasks.where,
+        "environment": {"RHAPSODY_TEST_VAR": "set"},
+        "working_directory": str(tmp_path),
+    }
     error, _, _ = await run(radical_backend, failing, chatty, placed)
     assert isinstance(error, TaskExecutionError) and "TaskError: no luck" in str(error)
     assert isinstance(failing["exception"], rp_tasks.TaskError)  # the exception itself

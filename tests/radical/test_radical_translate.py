@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from rhapsody.task import TaskDescription
-
 from rhapsody_radical import _call, translate
 
 
@@ -16,7 +15,9 @@ def _task(**fields: Any) -> TaskDescription:
 
 
 def test_plain_words_pass_as_they_are_and_shell_syntax_through_variables() -> None:
-    fields = translate.executable_fields(_task(executable="/bin/echo", arguments=["a", "$X", "`y`"]))
+    fields = translate.executable_fields(
+        _task(executable="/bin/echo", arguments=["a", "$X", "`y`"])
+    )
     assert fields["executable"] == "/bin/echo"
     assert fields["arguments"] == ["a", "${RHAPSODY_ARG_1}", "${RHAPSODY_ARG_2}"]
     assert fields["environment"] == {"RHAPSODY_ARG_1": "\\$X", "RHAPSODY_ARG_2": "\\`y\\`"}
@@ -26,12 +27,23 @@ def test_plain_words_pass_as_they_are_and_shell_syntax_through_variables() -> No
 
 
 def test_working_directory_and_resources() -> None:
-    task = _task(executable="true", working_directory="/tmp/a b", cores=2, gpus=1, timeout=5,
-                 task_backend_specific_kwargs={"pre_exec": ["module load x"], "ranks": 2})
+    task = _task(
+        executable="true",
+        working_directory="/tmp/a b",
+        cores=2,
+        gpus=1,
+        timeout=5,
+        task_backend_specific_kwargs={"pre_exec": ["module load x"], "ranks": 2},
+    )
     fields = translate.executable_fields(task)
     assert fields["pre_exec"] == ['mkdir -p "/tmp/a b" && cd "/tmp/a b"', "module load x"]
-    assert translate.pass_through(task) == {"ranks": 2, "cores_per_rank": 2, "gpus_per_rank": 1,
-                                            "pre_exec": ["module load x"], "timeout": 5.0}
+    assert translate.pass_through(task) == {
+        "ranks": 2,
+        "cores_per_rank": 2,
+        "gpus_per_rank": 1,
+        "pre_exec": ["module load x"],
+        "timeout": 5.0,
+    }
 
 
 def test_exit_status_reasons() -> None:
@@ -46,20 +58,27 @@ def test_exit_status_reasons() -> None:
     assert missing.reason == "cannot start '/x': no such executable (exit code 127)"
     assert outcome(exit_code=2).reason == "exit code 2"
     lost = outcome(exception='RuntimeError("pilot died")', exception_detail="pilot p.0 is final")
-    assert lost.reason == 'RADICAL-Pilot reported FAILED: RuntimeError("pilot died"); pilot p.0 is final'
+    assert (
+        lost.reason
+        == 'RADICAL-Pilot reported FAILED: RuntimeError("pilot died"); pilot p.0 is final'
+    )
     done = translate.executable_outcome(task, {"state": "DONE", "stdout": "o", "exit_code": 0})
     assert done.ok and done.stdout == "o" and done.exit_code == 0
 
 
 @pytest.mark.anyio
 async def test_function_outcomes_round_trip() -> None:
-    ok = translate.function_outcome({"state": "DONE", "return_value": await _call.call(
-        _call.pack_call(divmod, (7, 2), {}))})
+    ok = translate.function_outcome(
+        {"state": "DONE", "return_value": await _call.call(_call.pack_call(divmod, (7, 2), {}))}
+    )
     assert ok.ok and ok.return_value == (3, 1)
-    failed = translate.function_outcome({"state": "DONE", "return_value": await _call.call(
-        _call.pack_call(divmod, (1, 0), {}))})
+    failed = translate.function_outcome(
+        {"state": "DONE", "return_value": await _call.call(_call.pack_call(divmod, (1, 0), {}))}
+    )
     assert isinstance(failed.exception, ZeroDivisionError)
     assert failed.reason == "ZeroDivisionError: integer division or modulo by zero"
     assert "Traceback" in (failed.stderr or "")
     foreign = translate.function_outcome({"state": "FAILED", "exception": "ValueError('x')"})
-    assert not foreign.ok and "the raptor worker could not run it: ValueError('x')" == foreign.reason
+    assert (
+        not foreign.ok and foreign.reason == "the raptor worker could not run it: ValueError('x')"
+    )

@@ -135,7 +135,7 @@ class TaskDescription:
         if shell and get("shell") is None and arguments:
             # AsyncFlow's `shell` option: it split a command line into executable + arguments
             # and means the words joined back as they were (its own backend does the same).
-            executable = " ".join([executable, *arguments])
+            executable = " ".join([str(executable), *arguments])
             arguments = ()
 
         isolation = get("isolation") or "thread"

@@ -1,4 +1,4 @@
-"""What runs on a dask worker: one attempt of one task, returned as an `Outcome`.
+"""What runs on a dask worker: one attempt of one task, returned as a pickled `Outcome`.
 
 Workers import this module by name (cloudpickle pickles module-level functions by reference),
 so rhapsody-dask must be installed where the workers run, as it is for a `LocalCluster` or a
@@ -107,8 +107,8 @@ def _portable(exc: Exception) -> Exception:
 
 # -- executables ---------------------------------------------------------------------------------
 
-# Children of tasks running on this worker, by dask key; `kill` reaches them from the worker's
-# event loop while the task's thread waits on them.
+# Children of tasks running on this worker, by dask key; `stop_children` reaches them from the
+# worker's event loop while the task's thread waits on them.
 _children: dict[str, subprocess.Popen[bytes]] = {}
 # Keys whose kill arrived before their child was registered, with the grace to give it
 # (bounded: a key cancelled before it ever ran would otherwise stay forever).

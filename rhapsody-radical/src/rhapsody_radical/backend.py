@@ -6,7 +6,8 @@ its final state back into an `Outcome`:
 
 - RADICAL-Pilot calls back from its own threads. Only the events that matter (the agent starts
   the task, the task ends) are handed to the event loop, in batches, by `_Inbox`.
-- Attempts that start in the same loop iteration are submitted with one `submit_tasks` call.
+- Attempts that start in the same loop iteration (or while the previous batch is being
+  submitted) go to RADICAL-Pilot in one `submit_tasks` call.
 - Every blocking RADICAL-Pilot call runs on one dedicated thread (`RPThread`).
 - Function tasks run through raptor, whose master and workers start with the first of them.
 """
@@ -49,8 +50,12 @@ class _Attempt:
 
     __slots__ = ("ctx", "future", "task")
 
-    def __init__(self, task: TaskDescription, ctx: ExecutionContext,
-                 future: asyncio.Future[tuple[Outcome, dict[str, Any]]]) -> None:
+    def __init__(
+        self,
+        task: TaskDescription,
+        ctx: ExecutionContext,
+        future: asyncio.Future[tuple[Outcome, dict[str, Any]]],
+    ) -> None:
         self.task = task
         self.ctx = ctx
         self.future = future
@@ -59,8 +64,9 @@ class _Attempt:
 class _Inbox:
     """Carries RADICAL-Pilot's callbacks to the event loop: one wake-up per burst of events."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop,
-                 handle: Callable[[tuple[Any, ...]], None]) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, handle: Callable[[tuple[Any, ...]], None]
+    ) -> None:
         self._loop = loop
         self._handle = handle
         self._events: deque[tuple[Any, ...]] = deque()
@@ -141,12 +147,21 @@ class RadicalExecutionBackend(BaseExecutionBackend):
     ) -> None:
         super().__init__(name, work_dir=work_dir)
         self._pilot_fields = config.pilot_description(
-            resource, platform=platform, cores=cores, gpus=gpus, nodes=nodes, runtime=runtime,
-            queue=queue, project=project, extra=pilot_description,
+            resource,
+            platform=platform,
+            cores=cores,
+            gpus=gpus,
+            nodes=nodes,
+            runtime=runtime,
+            queue=queue,
+            project=project,
+            extra=pilot_description,
         )
-        for label, value, minimum in (("raptor_workers", raptor_workers, 1),
-                                      ("raptor_worker_cores", raptor_worker_cores, 1),
-                                      ("raptor_worker_gpus", raptor_worker_gpus, 0)):
+        for label, value, minimum in (
+            ("raptor_workers", raptor_workers, 1),
+            ("raptor_worker_cores", raptor_worker_cores, 1),
+            ("raptor_worker_gpus", raptor_worker_gpus, 0),
+        ):
             if value < minimum:
                 raise ValueError(f"{label} must be >= {minimum}, got {value}")
         if start_timeout <= 0 or close_timeout <= 0 or max_output < 1:
@@ -207,8 +222,9 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         # heartbeat timeout is ten minutes).
         atexit.register(runtime.kill_leftovers)
         try:
-            await asyncio.wait_for(self._rp(runtime.start, self.start_timeout),
-                                   self.start_timeout + self.close_timeout)
+            await asyncio.wait_for(
+                self._rp(runtime.start, self.start_timeout), self.start_timeout + self.close_timeout
+            )
         except Exception as exc:
             if not isinstance(exc, TimeoutError):  # else the RP thread is stuck: skip close()
                 await self._close_quietly(runtime)
@@ -230,8 +246,12 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         await self._close_quietly(runtime)
         leftovers = await asyncio.to_thread(runtime.kill_leftovers)
         if leftovers:
-            logger.warning("%s: stopped %d process(es) RADICAL-Pilot left behind: %s",
-                           self.name, len(leftovers), ", ".join(leftovers[:10]))
+            logger.warning(
+                "%s: stopped %d process(es) RADICAL-Pilot left behind: %s",
+                self.name,
+                len(leftovers),
+                ", ".join(leftovers[:10]),
+            )
         self._drop_runtime(runtime)
 
     def _check_task(self, task: TaskDescription) -> None:
@@ -277,8 +297,9 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         finally:
             self._attempts.pop(uid, None)
         sandbox = result.get("sandbox")
-        if sandbox and (translate.was_shortened(outcome.stdout)
-                        or translate.was_shortened(outcome.stderr)):
+        if sandbox and (
+            translate.was_shortened(outcome.stdout) or translate.was_shortened(outcome.stderr)
+        ):
             await asyncio.to_thread(self._read_streams, outcome, Path(sandbox), uid)
         return outcome
 
@@ -355,14 +376,15 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         if self._closing:
             return
         assert self._runtime is not None
-        self._pilot_error = (f"pilot on {self._runtime.resource} ended {state}\n{diagnostics}")
+        self._pilot_error = f"pilot on {self._runtime.resource} ended {state}\n{diagnostics}"
         logger.error("%s: %s", self.name, self._pilot_error)
         for uid in list(self._attempts):
             self._resolve(uid, Outcome.failure(self._pilot_error), {})
 
     def _on_raptor_final(self, uid: str, result: dict[str, Any]) -> None:
-        self._raptor_error = (f"raptor task {uid} ended {result['state']}"
-                              f"{translate.failure_detail(result)}")
+        self._raptor_error = (
+            f"raptor task {uid} ended {result['state']}{translate.failure_detail(result)}"
+        )
         logger.error("%s: %s", self.name, self._raptor_error)
         for attempt_uid, attempt in list(self._attempts.items()):
             if attempt.task.is_function:
@@ -380,8 +402,9 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             packed = _call.pack_call(task.function, task.args, task.kwargs)  # type: ignore[arg-type]
             payload = rp.PythonTask(functools.partial(_call.call, packed), (), {})
         except Exception as exc:
-            return Outcome.failure(f"cannot send {task.function!r} to the worker: {exc}",
-                                   exception=exc)
+            return Outcome.failure(
+                f"cannot send {task.function!r} to the worker: {exc}", exception=exc
+            )
         fields = translate.function_fields(task)
         fields.update(mode=rp.TASK_FUNCTION, function=payload, raptor_id=raptor_uid)
         return fields
@@ -389,6 +412,9 @@ class RadicalExecutionBackend(BaseExecutionBackend):
     def _ensure_raptor(self) -> asyncio.Future[str]:
         if self._raptor is None:
             self._raptor = asyncio.ensure_future(self._start_raptor())
+            # its error reaches every waiting task; this keeps it from being "never retrieved"
+            # when none is left to wait
+            self._raptor.add_done_callback(_log_failure)
         return self._raptor
 
     async def _start_raptor(self) -> str:
@@ -402,8 +428,12 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         try:
             await asyncio.wait_for(self._rp(runtime.close), self.close_timeout)
         except Exception as exc:
-            logger.warning("%s: RADICAL-Pilot did not close cleanly (%s: %s); stopping its "
-                           "processes", self.name, type(exc).__name__, exc)
+            logger.warning(
+                "%s: RADICAL-Pilot did not close cleanly (%s: %s); stopping its processes",
+                self.name,
+                type(exc).__name__,
+                exc,
+            )
 
     def _drop_runtime(self, runtime: Runtime) -> None:
         atexit.unregister(runtime.kill_leftovers)

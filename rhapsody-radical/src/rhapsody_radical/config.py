@@ -40,10 +40,15 @@ def pilot_description(
                 "pass resource='<site>.<resource>'"
             )
     resource = resource or LOCAL_RESOURCE
-    for name, value, minimum in (("cores", cores, 1), ("nodes", nodes, 1), ("gpus", gpus, 0),
-                                 ("runtime", runtime, 1)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < minimum):
+    for name, value, minimum in (
+        ("cores", cores, 1),
+        ("nodes", nodes, 1),
+        ("gpus", gpus, 0),
+        ("runtime", runtime, 1),
+    ):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < minimum
+        ):
             raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
     if cores is None and nodes is None:
         if resource.startswith("local."):

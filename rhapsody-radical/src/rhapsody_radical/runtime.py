@@ -92,8 +92,9 @@ class RPThread:
 class Runtime:
     """The RADICAL-Pilot objects of one backend. Every method blocks; call from one thread."""
 
-    def __init__(self, pilot_description: Mapping[str, Any], on_task: TaskCallback,
-                 on_pilot: PilotCallback) -> None:
+    def __init__(
+        self, pilot_description: Mapping[str, Any], on_task: TaskCallback, on_pilot: PilotCallback
+    ) -> None:
         self.pilot_description = dict(pilot_description)
         # Chosen here, not by RADICAL-Pilot, so that its processes can be found and stopped
         # even when creating the session itself hangs.
@@ -106,8 +107,10 @@ class Runtime:
         self.pilot: Any = None
         self.raptor_uids: tuple[str, ...] = ()
         # multiprocessing children the session forks (its registry service): not daemonic, so
-        # an interpreter exiting without close() would wait for them forever
+        # an interpreter exiting without close() would wait for them forever. Until rp.Session()
+        # returns, they are the children that were not there before it was called.
         self._forks: list[multiprocessing.process.BaseProcess] = []
+        self._before_session: set[multiprocessing.process.BaseProcess] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float) -> None:
@@ -118,9 +121,10 @@ class Runtime:
         """
         deadline = time.monotonic() + timeout
         check_resource(self.resource)
-        known = set(multiprocessing.active_children())
+        self._before_session = set(multiprocessing.active_children())
         self.session = rp.Session(uid=self.sid)
-        self._forks = [c for c in multiprocessing.active_children() if c not in known]
+        self._forks = self._new_children()
+        self._before_session = None
         self.pmgr = rp.PilotManager(session=self.session)
         self.tmgr = rp.TaskManager(session=self.session)
         self.tmgr.register_callback(self._task_cb)
@@ -134,10 +138,14 @@ class Runtime:
         left = max(deadline - time.monotonic(), 1.0)
         state = self.pilot.wait(state=[rp.PMGR_ACTIVE, *FINAL], timeout=left)
         if state != rp.PMGR_ACTIVE:
-            what = (f"ended {state}" if state in FINAL
-                    else f"was not active after {timeout:g} s (state {state})")
-            raise StartError(f"pilot {self.pilot.uid} on {self.resource} {what}\n"
-                             f"{self.diagnostics()}")
+            what = (
+                f"ended {state}"
+                if state in FINAL
+                else f"was not active after {timeout:g} s (state {state})"
+            )
+            raise StartError(
+                f"pilot {self.pilot.uid} on {self.resource} {what}\n{self.diagnostics()}"
+            )
 
     def close(self) -> None:
         """Close the session (terminating the pilot) without downloading profiles."""
@@ -150,7 +158,7 @@ class Runtime:
     def kill_leftovers(self) -> list[str]:
         """Stop whatever process of this session is still alive (see `processes`)."""
         stopped = processes.kill_session(self.sid)
-        for child in self._forks:
+        for child in self._new_children() if self._before_session is not None else self._forks:
             if child.is_alive():
                 stopped.append(f"{child.pid} {child.name}")
                 child.terminate()
@@ -159,6 +167,10 @@ class Runtime:
                     child.kill()
                     child.join(2)
         return stopped
+
+    def _new_children(self) -> list[multiprocessing.process.BaseProcess]:
+        before = self._before_session or set()
+        return [c for c in multiprocessing.active_children() if c not in before]
 
     @property
     def resource(self) -> str:
@@ -174,13 +186,30 @@ class Runtime:
     def start_raptor(self, workers: int, cores: int, gpus: int) -> tuple[str, tuple[str, ...]]:
         """Submit a raptor master and its workers (the race-free classes of `_raptor`)."""
         source = str(Path(_raptor.__file__).resolve())
-        master = self.pilot.submit_raptors([rp.TaskDescription({
-            "mode": rp.RAPTOR_MASTER, "raptor_file": source, "raptor_class": "Master",
-        })])[0]
-        described = [rp.TaskDescription({
-            "mode": rp.RAPTOR_WORKER, "raptor_file": source, "raptor_class": "Worker",
-            "ranks": 1, "cores_per_rank": cores, "gpus_per_rank": gpus,
-        }) for _ in range(workers)]
+        master = self.pilot.submit_raptors(
+            [
+                rp.TaskDescription(
+                    {
+                        "mode": rp.RAPTOR_MASTER,
+                        "raptor_file": source,
+                        "raptor_class": "Master",
+                    }
+                )
+            ]
+        )[0]
+        described = [
+            rp.TaskDescription(
+                {
+                    "mode": rp.RAPTOR_WORKER,
+                    "raptor_file": source,
+                    "raptor_class": "Worker",
+                    "ranks": 1,
+                    "cores_per_rank": cores,
+                    "gpus_per_rank": gpus,
+                }
+            )
+            for _ in range(workers)
+        ]
         worker_uids = tuple(w.uid for w in master.submit_workers(described))
         self.raptor_uids = (master.uid, *worker_uids)
         return master.uid, worker_uids

@@ -23,12 +23,34 @@ from rhapsody.task import TaskDescription
 from rhapsody_radical import _call
 
 #: RADICAL-Pilot fields a task may set through `task_backend_specific_kwargs`
-PASS_THROUGH = frozenset({
-    "ranks", "ranks_per_node", "cores_per_rank", "gpus_per_rank", "gpu_type", "threading_type",
-    "use_mpi", "mem_per_rank", "lfs_per_rank", "pre_exec", "post_exec", "pre_launch",
-    "post_launch", "pre_exec_sync", "named_env", "tags", "partition", "priority", "metadata",
-    "name", "input_staging", "output_staging", "stage_on_error", "startup_timeout",
-})
+PASS_THROUGH = frozenset(
+    {
+        "ranks",
+        "ranks_per_node",
+        "cores_per_rank",
+        "gpus_per_rank",
+        "gpu_type",
+        "threading_type",
+        "use_mpi",
+        "mem_per_rank",
+        "lfs_per_rank",
+        "pre_exec",
+        "post_exec",
+        "pre_launch",
+        "post_launch",
+        "pre_exec_sync",
+        "named_env",
+        "tags",
+        "partition",
+        "priority",
+        "metadata",
+        "name",
+        "input_staging",
+        "output_staging",
+        "stage_on_error",
+        "startup_timeout",
+    }
+)
 # Keys core itself reads from `task_backend_specific_kwargs` (`cpus` is an alias of `cores`).
 _CORE_KEYS = frozenset({"shell", "cpus", "cores", "gpus"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -43,19 +65,24 @@ def check(task: TaskDescription) -> None:
     for name in task.environment or {}:
         if not _ENV_NAME.match(name):
             raise TaskValidationError(
-                f"variable name {name!r} is not a shell variable name", uid=task.uid,
+                f"variable name {name!r} is not a shell variable name",
+                uid=task.uid,
                 field="environment",
             )
     ranks = task.backend_kwargs.get("ranks", 1)
     if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
-        raise TaskValidationError(f"ranks must be a whole number >= 1, got {ranks!r}",
-                                  uid=task.uid, field="task_backend_specific_kwargs")
+        raise TaskValidationError(
+            f"ranks must be a whole number >= 1, got {ranks!r}",
+            uid=task.uid,
+            field="task_backend_specific_kwargs",
+        )
     unknown = sorted(set(task.backend_kwargs) - PASS_THROUGH - _CORE_KEYS)
     if unknown:
         raise TaskValidationError(
             f"unknown RADICAL-Pilot field(s) {', '.join(map(repr, unknown))}; "
             f"supported: {', '.join(sorted(PASS_THROUGH))}",
-            uid=task.uid, field="task_backend_specific_kwargs",
+            uid=task.uid,
+            field="task_backend_specific_kwargs",
         )
 
 
@@ -165,16 +192,20 @@ def function_outcome(result: Mapping[str, Any]) -> Outcome:
     stdout, stderr = result.get("stdout") or "", result.get("stderr") or ""
     packed = _call.unpack(result.get("return_value")) if result["state"] == "DONE" else None
     if packed is None:
-        what = "canceled by RADICAL-Pilot" if result["state"] == "CANCELED" else (
-            "the raptor worker could not run it")
+        what = (
+            "canceled by RADICAL-Pilot"
+            if result["state"] == "CANCELED"
+            else ("the raptor worker could not run it")
+        )
         return Outcome.failure(f"{what}{failure_detail(result)}", stdout=stdout, stderr=stderr)
     kind, value, trace = packed
     if kind == "ok":
         return Outcome(True, stdout=stdout, stderr=stderr, return_value=value)
     if trace:
         stderr = f"{stderr}{trace}" if not stderr or stderr.endswith("\n") else f"{stderr}\n{trace}"
-    return Outcome.failure(f"{type(value).__name__}: {value}", exception=value, stdout=stdout,
-                           stderr=stderr)
+    return Outcome.failure(
+        f"{type(value).__name__}: {value}", exception=value, stdout=stdout, stderr=stderr
+    )
 
 
 def failure_detail(result: Mapping[str, Any]) -> str:
