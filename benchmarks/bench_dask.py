@@ -151,6 +151,8 @@ async def main(args: argparse.Namespace) -> None:
         print(header)
         print("-" * len(header))
         for title, count, variants in rows:
+            if count < 1:  # skipped with --functions 0 and the like
+                continue
             times: dict[str, list[float]] = {name: [] for name in variants}
             for _ in range(args.rounds):
                 for name, run in variants.items():

@@ -34,7 +34,7 @@ from rhapsody.errors import BackendError, ResourceError
 from rhapsody.platforms import PlatformDescription
 from rhapsody.states import FINAL_STATES, StateMapper
 from rhapsody.task import TaskDescription
-from rhapsody_radical import _call, config, translate
+from rhapsody_radical import _call, config, processes, translate
 from rhapsody_radical.runtime import RPThread, Runtime, StartError
 from rhapsody_radical.states import AGENT_EXECUTING, TASK_STATES
 
@@ -43,6 +43,11 @@ logger = logging.getLogger("rhapsody.radical_pilot")
 T = TypeVar("T")
 # Output kept in the dict when a stream is larger than `max_output` (as the concurrent backend).
 _TAIL_BYTES = 64 * 1024
+# RADICAL-Pilot ignores a cancel that reaches the agent between its AGENT_EXECUTING report and
+# the program's start ("FIXME: this is a race" in its popen executor): the program runs on. So
+# on a local pilot, the processes of cancelled executables still alive this long after the
+# cancel are stopped here.
+_REAP_AFTER = 3.0
 
 
 class _Attempt:
@@ -176,6 +181,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         self._attempts: dict[str, _Attempt] = {}
         self._outbox: dict[str, dict[str, Any]] = {}  # described, not yet submitted
         self._cancels: list[str] = []
+        self._to_reap: set[str] = set()  # cancelled executables whose processes are checked
         self._flush_scheduled = False
         self._submitting = False
         self._pilot_error: str | None = None
@@ -292,7 +298,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         try:
             outcome, result = await attempt.future
         except asyncio.CancelledError:
-            self._withdraw(uid)
+            self._withdraw(uid, task)
             raise
         finally:
             self._attempts.pop(uid, None)
@@ -338,11 +344,36 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         if self._outbox:  # described while this batch was being submitted
             self._schedule_flush()
 
-    def _withdraw(self, uid: str) -> None:
+    def _withdraw(self, uid: str, task: TaskDescription) -> None:
         """The engine cancelled an attempt (cancel, timeout, shutdown): stop it in RADICAL-Pilot."""
-        if self._outbox.pop(uid, None) is None:
-            self._cancels.append(uid)  # queued behind its submission on the RP thread
-            self._schedule_flush()
+        if self._outbox.pop(uid, None) is not None:
+            return  # never submitted
+        self._cancels.append(uid)  # queued behind its submission on the RP thread
+        self._schedule_flush()
+        assert self._runtime is not None and self._loop is not None
+        if not task.is_function and self._runtime.is_local and not self._closing:
+            if not self._to_reap:
+                self._loop.call_later(_REAP_AFTER, self._reap)
+            self._to_reap.add(uid)
+
+    def _reap(self) -> None:
+        uids, self._to_reap = self._to_reap, set()
+        if self._closing or self._runtime is None:
+            return  # shutdown stops every process of the session anyway
+        job = asyncio.ensure_future(
+            asyncio.to_thread(processes.kill_tasks, self._runtime.sid, uids)
+        )
+        job.add_done_callback(self._reaped)
+
+    def _reaped(self, job: asyncio.Future[list[str]]) -> None:
+        if job.cancelled() or job.exception() is not None:
+            _log_failure(job)
+        elif job.result():
+            logger.info(
+                "%s: stopped cancelled tasks RADICAL-Pilot left running: %s",
+                self.name,
+                ", ".join(job.result()),
+            )
 
     def _resolve(self, uid: str, outcome: Outcome, result: dict[str, Any]) -> None:
         attempt = self._attempts.get(uid)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Collection
 
 import psutil
 
@@ -58,27 +59,58 @@ def _marked(proc: psutil.Process, sid: str) -> bool:
         return False
 
 
-def kill_session(sid: str, grace: float = 2.0) -> list[str]:
+def kill_tasks(sid: str, uids: Collection[str], grace: float = 2.0) -> list[str]:
+    """Stop the processes of tasks `uids` of session `sid` (their scripts export
+    `RP_TASK_ID`), with their descendants. Returns "pid name" of each process stopped."""
+    me, uid = os.getpid(), os.getuid()
+    wanted = set(uids)
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["uids"]):
+        try:
+            if proc.pid == me or proc.info["uids"] is None or proc.info["uids"].real != uid:
+                continue
+            env = proc.environ()
+            if env.get("RP_SESSION_ID") == sid and env.get("RP_TASK_ID") in wanted:
+                found[proc.pid] = proc
+                found.update((c.pid, c) for c in proc.children(recursive=True))
+        except psutil.Error:
+            continue
+    return _stop(list(found.values()), grace)
+
+
+def kill_session(sid: str, grace: float = 2.0, settle: float = 0.5) -> list[str]:
     """SIGTERM every process of session `sid`, then SIGKILL what outlives `grace` seconds.
 
-    Returns "pid name" of each process that was still there (empty when none was).
+    Looks again until a look `settle` seconds after the last kill finds nothing: a session
+    still starting (a thread of ours inside RADICAL-Pilot) or a dying component may just have
+    spawned another process. Returns "pid name" of each process it stopped.
     """
     stopped: list[str] = []
-    for _ in range(3):  # a dying component may fork a helper: look again
+    for _ in range(10):
         procs = session_processes(sid)
+        if not procs and stopped:  # after stopping some, look once more after a pause
+            time.sleep(settle)
+            procs = session_processes(sid)
         if not procs:
             break
-        for proc in procs:
-            try:
-                stopped.append(f"{proc.pid} {proc.name()}")
-                proc.terminate()
-            except psutil.Error:
-                pass
-        alive = _wait_gone(procs, grace)
-        for proc in alive:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-        _wait_gone(alive, grace)
+        stopped += _stop(procs, grace)
+    return stopped
+
+
+def _stop(procs: list[psutil.Process], grace: float) -> list[str]:
+    """SIGTERM `procs`, SIGKILL those alive after `grace` seconds; "pid name" of each."""
+    stopped = []
+    for proc in procs:
+        try:
+            stopped.append(f"{proc.pid} {proc.name()}")
+            proc.terminate()
+        except psutil.Error:
+            pass
+    alive = _wait_gone(procs, grace)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    _wait_gone(alive, grace)
     return stopped
 
 

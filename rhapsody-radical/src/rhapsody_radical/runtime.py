@@ -106,6 +106,8 @@ class Runtime:
         self.tmgr: Any = None
         self.pilot: Any = None
         self.raptor_uids: tuple[str, ...] = ()
+        #: whether the active pilot runs on this machine (its processes can be seen from here)
+        self.is_local = False
         # multiprocessing children the session forks (its registry service): not daemonic, so
         # an interpreter exiting without close() would wait for them forever. Until rp.Session()
         # returns, they are the children that were not there before it was called.
@@ -146,6 +148,8 @@ class Runtime:
             raise StartError(
                 f"pilot {self.pilot.uid} on {self.resource} {what}\n{self.diagnostics()}"
             )
+        sandbox = _local_path(self.pilot.pilot_sandbox)
+        self.is_local = sandbox is not None and Path(sandbox).is_dir()
 
     def close(self) -> None:
         """Close the session (terminating the pilot) without downloading profiles."""
