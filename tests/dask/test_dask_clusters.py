@@ -4,6 +4,7 @@ workers, workers killed mid-task, and a shutdown that leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import operator
 import os
 import signal
@@ -58,17 +59,29 @@ async def until(condition: Callable[[], Any]) -> Any:
 
 
 def processes_with(marker: str) -> list[psutil.Process]:
+    """Live processes with `marker` among their arguments."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if marker in (proc.info["cmdline"] or []) and proc.status() != psutil.STATUS_ZOMBIE:
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if marker in (proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
             found.append(proc)
     return found
+
+
+def alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def running_worker(marker: str, killed: set[int]) -> int | None:
     """The pid of the live worker process (our child) whose task runs `sleep marker`."""
     workers = {p.pid for p in psutil.Process().children()} - killed
-    return next((p.ppid() for p in processes_with(marker) if p.ppid() in workers), None)
+    for proc in processes_with(marker):
+        with contextlib.suppress(psutil.Error):  # it may have ended meanwhile
+            if proc.ppid() in workers:
+                return proc.ppid()
+    return None
 
 
 def worker_name() -> str:
@@ -164,9 +177,7 @@ async def test_worker_killed_mid_task(tmp_path: Path, capfd: pytest.CaptureFixtu
     assert all(f.cancelled() for f in futures)
     assert capfd.readouterr().err == ""
     leftover = [
-        p
-        for p in psutil.Process().children(recursive=True)
-        if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE
+        p for p in psutil.Process().children(recursive=True) if p.pid not in before and alive(p)
     ]
     assert not leftover, leftover
     # Including the sleeps orphaned by the killed workers.

@@ -66,9 +66,10 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 def processes_with(marker: str) -> list[psutil.Process]:
+    """Live processes with `marker` among their arguments."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if marker in (proc.info["cmdline"] or []) and proc.status() != psutil.STATUS_ZOMBIE:
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if marker in (proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
             found.append(proc)
     return found
 

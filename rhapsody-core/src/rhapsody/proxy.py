@@ -18,6 +18,7 @@ import contextlib
 import logging
 from urllib.parse import urlsplit
 
+from rhapsody._loopback import close_server
 from rhapsody.registry import HOST, RegistryError, ServiceRegistry
 
 logger = logging.getLogger("rhapsody")
@@ -60,12 +61,7 @@ class ServiceProxy:
         server, self._server = self._server, None
         if server is None:
             return
-        server.close()
-        for connection in list(self._connections):
-            connection.cancel()
-        if self._connections:
-            await asyncio.wait(self._connections, timeout=5.0)
-        await server.wait_closed()
+        await close_server(server, self._connections)
 
     async def _forward(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter

@@ -34,6 +34,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from rhapsody._loopback import close_server
 from rhapsody.errors import RhapsodyError
 
 ENV_VAR = "RHAPSODY_REGISTRY"
@@ -82,12 +83,7 @@ class ServiceRegistry:
         server, self._server = self._server, None
         if server is None:
             return
-        server.close()
-        for connection in list(self._connections):
-            connection.cancel()
-        if self._connections:
-            await asyncio.wait(self._connections, timeout=5.0)
-        await server.wait_closed()
+        await close_server(server, self._connections)
 
     # -- in-process use (the session's own code, the proxy) ---------------------------------
     @property
