@@ -53,4 +53,4 @@ class TestRadicalFunctionConformance(_Radical):
     """Function tasks through raptor; the shutdown test stops a running raptor too."""
 
     runs_executables = False
-    state_machine_examples = 4
+    state_machine_examples = 8

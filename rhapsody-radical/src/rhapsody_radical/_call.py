@@ -31,12 +31,20 @@ def pack_call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     return dill.dumps((func, args, kwargs), recurse=True)  # type: ignore[no-any-return]
 
 
-async def call(packed: bytes) -> str:
-    """Run the call packed by `pack_call` (sync or async function); never raises."""
+def unpack_call(
+    packed: bytes,
+) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    """The function and arguments packed by `pack_call` (importing the modules they need)."""
     import dill
 
+    func, args, kwargs = dill.loads(packed)
+    return func, args, kwargs
+
+
+async def call(packed: bytes) -> str:
+    """Run the call packed by `pack_call` (sync or async function); never raises."""
     try:
-        func, args, kwargs = dill.loads(packed)
+        func, args, kwargs = unpack_call(packed)
         value = func(*args, **kwargs)
         if inspect.isawaitable(value):
             value = await value

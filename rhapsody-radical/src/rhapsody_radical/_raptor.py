@@ -1,17 +1,20 @@
-"""Raptor master and worker that close two start-up races of RADICAL-Pilot 1.103.
+"""The raptor master and worker the backend runs (instead of RADICAL-Pilot 1.103's own).
 
 Loaded by file path inside the pilot (`raptor_file`), so this module uses absolute imports
-only. Each fix makes a callback that RADICAL-Pilot registers in `__init__` wait until
-`__init__` has created what the callback uses; the waits are bounded, so a genuinely broken
-start-up still fails instead of hanging.
+only. Two start-up races are closed: a callback that RADICAL-Pilot registers in `__init__` waits
+until `__init__` has created what it uses (bounded, so a broken start-up still fails instead of
+hanging). And the worker imports what a function task needs once, not once per task.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 import radical.pilot as rp  # type: ignore[import-untyped]
+
+from rhapsody_radical import _call
 
 # Both constructors finish within a few seconds (they sleep 1 s to let ZMQ settle).
 _INIT_WAIT = 120.0
@@ -36,8 +39,27 @@ class Master(rp.raptor.Master):  # type: ignore[misc]
 class Worker(rp.raptor.DefaultWorker):  # type: ignore[misc]
     """Requests can arrive as soon as the request getter exists, before the worker has made
     its slot table and result queue; the dispatch then dies with AttributeError and the task
-    never finishes. `_result_thread` is assigned last in `__init__`."""
+    never finishes. `_result_thread` is assigned last in `__init__`.
+
+    Each task runs in a process forked from the worker, which would import the function's
+    modules afresh every time (seconds for a scientific stack). Unpacking the call here first
+    imports them into the worker, where every later fork finds them.
+    """
 
     def _request_cb(self, tasks: Any) -> Any:
         _wait_for(self, "_result_thread")
+        for task in tasks if isinstance(tasks, list) else [tasks]:
+            _import_for(task)
         return super()._request_cb(tasks)
+
+
+def _import_for(task: dict[str, Any]) -> None:
+    description = task.get("description") or {}
+    if description.get("mode") != rp.TASK_FUNCTION:
+        return
+    try:
+        call, _, _ = rp.PythonTask.get_func_attr(description.get("function"))
+        if isinstance(call, functools.partial) and call.func is _call.call:
+            _call.unpack_call(*call.args)
+    except Exception:  # the task's own process reports what is wrong with it
+        return

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import radical.pilot as rp  # type: ignore[import-untyped]
 import radical.utils as ru  # type: ignore[import-untyped]
 
-from rhapsody_radical import _raptor, processes
+from rhapsody_radical import processes
 from rhapsody_radical.states import FINAL
 
 T = TypeVar("T")
@@ -36,6 +36,8 @@ _Job = tuple[Callable[[], Any], Callable[[Any, "BaseException | None"], None]]
 _RESULT_FIELDS = ("stdout", "stderr", "exit_code", "return_value", "exception", "exception_detail")
 _TAIL_LINES = 25
 _LOG_ENTRY = re.compile(r"\d{9,}\.\d+ : ")
+# The raptor classes, loaded by path inside the pilot (not imported here).
+_RAPTOR_FILE = str(Path(__file__).resolve().with_name("_raptor.py"))
 
 
 class StartError(RuntimeError):
@@ -188,14 +190,13 @@ class Runtime:
         self.tmgr.cancel_tasks(list(uids))
 
     def start_raptor(self, workers: int, cores: int, gpus: int) -> tuple[str, tuple[str, ...]]:
-        """Submit a raptor master and its workers (the race-free classes of `_raptor`)."""
-        source = str(Path(_raptor.__file__).resolve())
+        """Submit a raptor master and its workers (the classes of `_raptor`)."""
         master = self.pilot.submit_raptors(
             [
                 rp.TaskDescription(
                     {
                         "mode": rp.RAPTOR_MASTER,
-                        "raptor_file": source,
+                        "raptor_file": _RAPTOR_FILE,
                         "raptor_class": "Master",
                     }
                 )
@@ -205,7 +206,7 @@ class Runtime:
             rp.TaskDescription(
                 {
                     "mode": rp.RAPTOR_WORKER,
-                    "raptor_file": source,
+                    "raptor_file": _RAPTOR_FILE,
                     "raptor_class": "Worker",
                     "ranks": 1,
                     "cores_per_rank": cores,
