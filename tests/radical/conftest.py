@@ -10,6 +10,9 @@ more pilot starts.
 RADICAL-Pilot is confined by `rhapsody_radical.hermetic` (a temporary HOME, this venv for the
 agent, endpoints on 127.0.0.1, no profiler looking for a time server); `run_isolated.sh` adds a
 private network namespace and kills whatever a crashed run leaves.
+
+Nothing here imports RADICAL-Pilot at module level: without it, each test module skips itself
+(`pytest.importorskip`), whether pytest is given `tests` or `tests/radical`.
 """
 
 from __future__ import annotations
@@ -17,18 +20,16 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-pytest.importorskip(
-    "radical.pilot", reason="radical.pilot is not installed: pip install rhapsody-radical"
-)
+if TYPE_CHECKING:
+    from rp_support import SharedPilot
 
-from rp_support import HERE, SHARED, SharedPilot
+    from rhapsody_radical.backend import RadicalExecutionBackend
 
-from rhapsody_radical.backend import RadicalExecutionBackend
-from rhapsody_radical.hermetic import hermetic
-
+HERE = Path(__file__).resolve().parent
 _ORDER = (
     "test_radical_tasks.py",
     "::TestRadicalConformance::",
@@ -57,6 +58,8 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="session")
 def radical_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The hermetic environment, for the whole session (a pilot inherits it when it starts)."""
+    from rhapsody_radical.hermetic import hermetic
+
     home = tmp_path_factory.mktemp("rp-home")
     with hermetic(home), pytest.MonkeyPatch.context() as patch:
         # Raptor workers import functions defined in modules by name: rp_tasks must be
@@ -69,6 +72,8 @@ def radical_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 async def shared_pilot(radical_home: Path, anyio_backend: str) -> AsyncIterator[SharedPilot]:
     """Holds the event loop for the session and shuts the last shared pilot down."""
+    from rp_support import SHARED
+
     yield SHARED
     await SHARED.close()
 

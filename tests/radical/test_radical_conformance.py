@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip(
+    "radical.pilot", reason="radical.pilot is not installed: pip install rhapsody-radical"
+)
+
 from typing import ClassVar
 
-import pytest
 from rp_support import SHARED, WAIT, SharedPilot, assert_no_session_processes
 
 from rhapsody.testing import BackendConformance
 from rhapsody_radical.backend import RadicalExecutionBackend
 
 
+@pytest.mark.radical
 class _Radical(BackendConformance):
     # RADICAL-Pilot runs ~10 tasks/s and takes ~0.3 s from submission to result.
     state_machine_examples = 10

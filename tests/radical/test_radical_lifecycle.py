@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip(
+    "radical.pilot", reason="radical.pilot is not installed: pip install rhapsody-radical"
+)
+
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 from rp_support import assert_no_session_processes, make_backend
 
 import rhapsody
@@ -32,6 +37,7 @@ async def _fails_to_start(backend: RadicalExecutionBackend, limit: float) -> str
 
 
 @pytest.mark.anyio
+@pytest.mark.radical
 async def test_unknown_resource_label_fails_at_once(radical_home: Path) -> None:
     message = await _fails_to_start(make_backend(resource="local.nowhere"), 10)
     assert "unknown RADICAL-Pilot resource 'local.nowhere'; known: " in message
@@ -39,6 +45,7 @@ async def test_unknown_resource_label_fails_at_once(radical_home: Path) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.radical
 async def test_pilot_that_fails_reports_the_launcher_error(radical_home: Path) -> None:
     backend = make_backend(pilot_description={"sandbox": "/proc/rhapsody/cannot-create"})
     message = await _fails_to_start(backend, 120)
@@ -47,6 +54,7 @@ async def test_pilot_that_fails_reports_the_launcher_error(radical_home: Path) -
 
 
 @pytest.mark.anyio
+@pytest.mark.radical
 async def test_start_timeout_dumps_the_agent_logs_and_stops_everything(radical_home: Path) -> None:
     # a normal pilot, but not allowed the 30-60 s it needs to come up
     message = await _fails_to_start(make_backend(start_timeout=12), 12 + 90)
@@ -70,6 +78,7 @@ print(backend.session.uid, flush=True)
 """
 
 
+@pytest.mark.radical
 def test_exit_without_shutdown_neither_hangs_nor_leaves_processes(radical_home: Path) -> None:
     # RADICAL-Pilot's session forks a non-daemonic multiprocessing child: without the backend's
     # exit handler the interpreter would wait for it forever, and the agent would outlive us.

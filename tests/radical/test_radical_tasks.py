@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip(
+    "radical.pilot", reason="radical.pilot is not installed: pip install rhapsody-radical"
+)
+
 import asyncio
 import threading
 from pathlib import Path
@@ -9,7 +15,6 @@ from typing import Any
 
 import anyio
 import psutil
-import pytest
 import rp_tasks
 from rp_support import WAIT
 
@@ -18,7 +23,8 @@ from rhapsody.states import CANCELED, DONE, EXECUTING, FAILED
 from rhapsody_radical.backend import RadicalExecutionBackend
 from rhapsody_radical.processes import session_processes
 
-pytestmark = pytest.mark.anyio
+# all of them use the shared pilot
+pytestmark = [pytest.mark.anyio, pytest.mark.radical]
 
 
 def _cmdline(proc: psutil.Process) -> list[str]:

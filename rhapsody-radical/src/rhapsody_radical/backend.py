@@ -287,7 +287,6 @@ class RadicalExecutionBackend(BaseExecutionBackend):
                 return fields
         else:
             fields = translate.executable_fields(task)
-            fields.update(translate.pass_through(task))
         uid = fields["uid"] = f"rh.{next(self._uids):06d}"
         fields.setdefault("name", task.uid)
         assert self._loop is not None

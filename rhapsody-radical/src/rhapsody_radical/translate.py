@@ -94,7 +94,7 @@ def _quoted(text: str) -> str:
 
 
 def executable_fields(task: TaskDescription) -> dict[str, Any]:
-    """The RADICAL-Pilot description fields of an executable task (besides uid and resources)."""
+    """The RADICAL-Pilot description fields of an executable task (all but `uid`)."""
     assert task.executable is not None
     env = {name: _quoted(value) for name, value in (task.environment or {}).items()}
     if task.shell:
@@ -109,7 +109,17 @@ def executable_fields(task: TaskDescription) -> dict[str, Any]:
         if "$" in arg or "`" in arg:
             env[_ARG_VAR.format(i)] = _quoted(arg)
             arguments[i] = f"${{{_ARG_VAR.format(i)}}}"
-    fields: dict[str, Any] = {"executable": executable, "arguments": arguments, "environment": env}
+    fields: dict[str, Any] = {
+        "executable": executable,
+        "arguments": arguments,
+        "environment": env,
+        "ranks": 1,
+        "cores_per_rank": task.cores,
+        "gpus_per_rank": task.gpus,
+    }
+    fields.update((k, v) for k, v in task.backend_kwargs.items() if k in PASS_THROUGH)
+    if task.timeout is not None:
+        fields["timeout"] = task.timeout  # the agent stops it too, freeing its cores
     pre_exec = []
     if task.working_directory is not None:
         # RADICAL-Pilot writes its scripts and logs into the task sandbox: keep that, and run
@@ -120,7 +130,7 @@ def executable_fields(task: TaskDescription) -> dict[str, Any]:
     if user_pre_exec:
         pre_exec.extend([user_pre_exec] if isinstance(user_pre_exec, str) else user_pre_exec)
     if pre_exec:
-        fields["pre_exec"] = pre_exec
+        fields["pre_exec"] = pre_exec  # the user's own, after changing directory
     return fields
 
 
@@ -134,15 +144,6 @@ def function_fields(task: TaskDescription) -> dict[str, Any]:
         fields["sandbox"] = os.path.abspath(task.working_directory)
     if task.timeout is not None:
         fields["timeout"] = task.timeout  # the worker then stops the call itself
-    return fields
-
-
-def pass_through(task: TaskDescription) -> dict[str, Any]:
-    """Resources and the fields the task sets through `task_backend_specific_kwargs`."""
-    fields: dict[str, Any] = {"ranks": 1, "cores_per_rank": task.cores, "gpus_per_rank": task.gpus}
-    fields.update((k, v) for k, v in task.backend_kwargs.items() if k in PASS_THROUGH)
-    if task.timeout is not None:
-        fields["timeout"] = task.timeout  # the agent stops it too, freeing its cores
     return fields
 
 
