@@ -48,6 +48,14 @@ def alive(pid: int) -> bool:
         return False
 
 
+async def dies(pid: int, within: float = 2.0) -> bool:
+    """A SIGKILL is delivered asynchronously: allow the process a moment to go."""
+    deadline = asyncio.get_running_loop().time() + within
+    while alive(pid) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    return not alive(pid)
+
+
 async def test_environment_is_merged_over_the_parents(backend: Any) -> None:
     [result] = await run(
         backend,
@@ -162,7 +170,7 @@ async def test_background_child_does_not_hold_the_task(backend: Any, tmp_path: P
         backend, {"executable": "/bin/sh", "arguments": ["-c", f"sleep 30 & echo $! > {pidfile}"]}
     )
     assert result["state"] == "DONE"
-    assert not alive(int(pidfile.read_text()))
+    assert await dies(int(pidfile.read_text()))
 
 
 async def test_cancel_running_kills_the_process(backend: Any, tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ class Node:
         self.state = "NEW"
         self.future: Any = None
         self.waiting = 0  # dependencies not yet DONE
-        self.dependents: list[Node] = []
+        self.dependents: list[Node] | None = None  # created for the first dependent
         self.alloc: Any = None
         self.attempt = 0
         self.handle: Any = None
@@ -74,12 +74,14 @@ class TaskGraph:
         self,
         tasks: Sequence[Mapping[str, Any]],
         check: Callable[[TaskDescription], None] | None = None,
+        make_future: Callable[[], Any] | None = None,
     ) -> list[Node]:
         """Validate a whole batch; raise before changing anything if any task is invalid.
 
         Checks each dict, uid uniqueness (within the batch and against every earlier task),
         that dependencies name known uids, and that the batch has no dependency cycle.
-        `check` is the backend's own test of each task (e.g. that its resources fit the node).
+        `check` is the backend's own test of each task (e.g. that its resources fit the node);
+        `make_future` gives each admitted node its future.
         """
         if isinstance(tasks, Mapping) or not isinstance(tasks, Sequence):
             raise TaskValidationError(
@@ -87,7 +89,10 @@ class TaskGraph:
             )
         live, finished = self.live, self.finished
         batch: dict[str, TaskDescription] = {}
-        uids: list[str] = []
+        from_dict = TaskDescription.from_dict
+        # (task, uid, dependency) for each dependency not known when its task was read: a later
+        # task of the batch (then a cycle is possible and is checked) or an unknown uid.
+        unresolved: list[tuple[str, str]] = []
         for index, task in enumerate(tasks):
             if not isinstance(task, dict):
                 raise TaskValidationError(
@@ -102,45 +107,40 @@ class TaskGraph:
                 raise TaskValidationError(
                     f"task #{index}: uid must be a non-empty string, got {uid!r}", field="uid"
                 )
-            elif uid in batch:
+            if uid in batch:
                 raise TaskValidationError(
                     "uid appears twice in this submission", uid=uid, field="uid"
                 )
-            elif uid in live or uid in finished:
+            if uid in live or uid in finished:
                 raise TaskValidationError(
                     "uid was already used by an earlier submission", uid=uid, field="uid"
                 )
-            desc = TaskDescription.from_dict(task, uid)
+            desc = from_dict(task, uid)
             if check is not None:
                 check(desc)
-            batch[uid] = desc
-            uids.append(uid)
-        # Dependencies on earlier tasks of the batch (or earlier submissions) cannot form a
-        # cycle; only a dependency on a later task of the batch needs the full cycle check.
-        position = {uid: i for i, uid in enumerate(uids)}
-        forward = False
-        for i, (uid, desc) in enumerate(batch.items()):
             for dep in desc.dependencies:
-                where = position.get(dep)
-                if where is None:
-                    if dep not in live and dep not in finished:
-                        raise TaskValidationError(
-                            f"depends on unknown task {dep!r} "
-                            "(not in this or an earlier submission)",
-                            uid=uid,
-                            field="dependencies",
-                        )
-                elif where > i:
-                    forward = True
-        if forward:
+                if dep not in batch and dep not in live and dep not in finished:
+                    unresolved.append((uid, dep))
+            batch[uid] = desc
+        if unresolved:
+            for uid, dep in unresolved:
+                if dep not in batch:
+                    raise TaskValidationError(
+                        f"depends on unknown task {dep!r} (not in this or an earlier submission)",
+                        uid=uid,
+                        field="dependencies",
+                    )
+            # Only a dependency on a later task of the batch can close a cycle.
             _reject_cycles(batch)
         nodes = []
         seq = self._seq
-        for task, uid in zip(tasks, uids, strict=False):
+        for task, (uid, desc) in zip(tasks, batch.items(), strict=True):
             task = cast("dict[str, Any]", task)  # checked above: every task is a dict
-            if task.get("uid") is None:
+            if "uid" not in task or task["uid"] is None:
                 task["uid"] = uid
-            node = Node(uid, task, batch[uid], next(seq))
+            node = Node(uid, task, desc, next(seq))
+            if make_future is not None:
+                node.future = make_future()
             live[uid] = node
             nodes.append(node)
         return nodes
@@ -149,7 +149,7 @@ class TaskGraph:
         """Forget a finished node, keeping only its final state."""
         del self.live[node.uid]
         self.finished[node.uid] = node.state
-        node.dependents = []
+        node.dependents = None
 
 
 def _reject_cycles(batch: Mapping[str, TaskDescription]) -> None:

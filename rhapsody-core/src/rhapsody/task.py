@@ -48,100 +48,96 @@ class TaskDescription:
     @classmethod
     def from_dict(cls, task: Mapping[str, Any], uid: str) -> TaskDescription:
         """Validate a user's task dict; raise `TaskValidationError` naming `uid` and the field."""
-
-        def bad(field: str, message: str) -> TaskValidationError:
-            return TaskValidationError(message, uid=uid, field=field)
-
+        # Hot path (every task of every submission): plain `get`s and type tests, no closures.
         get = task.get
-        backend_kwargs = get("task_backend_specific_kwargs") or {}
-        if not isinstance(backend_kwargs, Mapping):
-            raise bad(
-                "task_backend_specific_kwargs", f"must be a dict, got {_kind(backend_kwargs)}"
-            )
-
-        def field(name: str, default: Any) -> Any:
-            value = get(name)
-            if value is not None or not backend_kwargs:
-                return default if value is None else value
-            for alias in _ALIASES_OF[name]:
-                if backend_kwargs.get(alias) is not None:
-                    return backend_kwargs[alias]
-            return default
+        backend_kwargs = get("task_backend_specific_kwargs")
+        if backend_kwargs:
+            if not isinstance(backend_kwargs, Mapping):
+                raise _bad(
+                    uid,
+                    "task_backend_specific_kwargs",
+                    f"must be a dict, got {_kind(backend_kwargs)}",
+                )
+            backend_kwargs = dict(backend_kwargs)
+        else:
+            backend_kwargs = {}
 
         executable = get("executable")
         function = get("function")
-        if executable is None and function is None:
-            raise bad("executable", "a task needs either 'executable' or 'function'")
-        if executable is not None and function is not None:
-            raise bad("function", "give either 'executable' or 'function', not both")
-
-        arguments: tuple[str, ...] = ()
         args: tuple[Any, ...] = ()
         kwargs: dict[str, Any] = {}
         if executable is not None:
-            if isinstance(executable, os.PathLike):
-                executable = os.fspath(executable)
-            if not isinstance(executable, str) or not executable:
-                raise bad("executable", f"must be a non-empty string, got {_kind(executable)}")
-            _no_nul(executable, "executable", bad)
-            arguments = _arguments(get("arguments"), bad)
-        else:
+            if function is not None:
+                raise _bad(uid, "function", "give either 'executable' or 'function', not both")
+            if type(executable) is not str or not executable or not _passable(executable):
+                executable = _executable(executable, uid)
+            arguments = _arguments(get("arguments"), uid)
+        elif function is not None:
             if not callable(function):
-                raise bad("function", f"must be callable, got {_kind(function)}")
+                raise _bad(uid, "function", f"must be callable, got {_kind(function)}")
+            arguments = ()
             raw_args = get("args")
-            if raw_args is not None and not isinstance(raw_args, (list, tuple)):
-                raise bad("args", f"must be a list or tuple, got {_kind(raw_args)}")
-            args = tuple(raw_args or ())
+            if raw_args is not None:
+                if not isinstance(raw_args, (list, tuple)):
+                    raise _bad(uid, "args", f"must be a list or tuple, got {_kind(raw_args)}")
+                args = tuple(raw_args)
             raw_kwargs = get("kwargs")
-            if raw_kwargs is not None and not isinstance(raw_kwargs, Mapping):
-                raise bad("kwargs", f"must be a dict, got {_kind(raw_kwargs)}")
-            kwargs = dict(raw_kwargs or {})
-            if any(not isinstance(k, str) for k in kwargs):
-                raise bad("kwargs", "keys must be strings")
+            if raw_kwargs is not None:
+                if not isinstance(raw_kwargs, Mapping):
+                    raise _bad(uid, "kwargs", f"must be a dict, got {_kind(raw_kwargs)}")
+                kwargs = dict(raw_kwargs)
+                if any(not isinstance(k, str) for k in kwargs):
+                    raise _bad(uid, "kwargs", "keys must be strings")
+        else:
+            raise _bad(uid, "executable", "a task needs either 'executable' or 'function'")
 
-        environment = _environment(get("environment"), bad)
-
+        environment = get("environment")
+        if environment is not None:
+            environment = _environment(environment, uid)
         working_directory = get("working_directory")
         if working_directory is not None:
-            if isinstance(working_directory, os.PathLike):
-                working_directory = os.fspath(working_directory)
-            if not isinstance(working_directory, str) or not working_directory:
-                raise bad(
-                    "working_directory", f"must be a path string, got {_kind(working_directory)}"
-                )
-            _no_nul(working_directory, "working_directory", bad)
+            working_directory = _path(working_directory, uid)
+        dependencies = get("dependencies")
+        dependencies = () if dependencies is None else _dependencies(dependencies, uid)
 
-        dependencies = _dependencies(get("dependencies"), uid, bad)
-
-        cores = _count(field("cores", 1), "cores", 1, bad)
-        gpus = _count(field("gpus", 0), "gpus", 0, bad)
-        retries = _count(get("retries") or 0, "retries", 0, bad)
+        cores = get("cores")
+        gpus = get("gpus")
+        shell = get("shell")
+        if backend_kwargs:  # AsyncFlow passes these under its own names
+            if cores is None:
+                cores = _alias(backend_kwargs, "cores")
+            if gpus is None:
+                gpus = _alias(backend_kwargs, "gpus")
+            if shell is None:
+                shell = _alias(backend_kwargs, "shell")
+                if shell and arguments:
+                    # AsyncFlow's `shell` option: it split a command line into executable +
+                    # arguments and means the words joined back as they were (its own
+                    # backend does the same).
+                    executable = " ".join([str(executable), *arguments])
+                    arguments = ()
+        cores = 1 if cores is None else _count(cores, "cores", 1, uid)
+        gpus = 0 if gpus is None else _count(gpus, "gpus", 0, uid)
+        retries = get("retries")
+        retries = _count(retries, "retries", 0, uid) if retries else 0
 
         timeout = get("timeout")
         if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise bad("timeout", f"must be a number of seconds, got {_kind(timeout)}")
-            if not timeout > 0 or math.isinf(timeout):
-                raise bad(
-                    "timeout", f"must be a positive, finite number of seconds, got {timeout!r}"
-                )
-            timeout = float(timeout)
+            timeout = _timeout(timeout, uid)
 
-        shell = field("shell", False)
-        if not isinstance(shell, bool):
-            raise bad("shell", f"must be True or False, got {_kind(shell)}")
-        if shell and function is not None:
-            raise bad("shell", "only executable tasks can run through a shell")
-        if shell and get("shell") is None and arguments:
-            # AsyncFlow's `shell` option: it split a command line into executable + arguments
-            # and means the words joined back as they were (its own backend does the same).
-            executable = " ".join([str(executable), *arguments])
-            arguments = ()
+        if shell is None:
+            shell = False
+        elif type(shell) is not bool:
+            raise _bad(uid, "shell", f"must be True or False, got {_kind(shell)}")
+        elif shell and function is not None:
+            raise _bad(uid, "shell", "only executable tasks can run through a shell")
 
         isolation = get("isolation") or "thread"
         if isolation not in ISOLATION_MODES:
-            raise bad(
-                "isolation", f"must be one of {', '.join(ISOLATION_MODES)}, got {isolation!r}"
+            raise _bad(
+                uid,
+                "isolation",
+                f"must be one of {', '.join(ISOLATION_MODES)}, got {isolation!r}",
             )
 
         return cls(
@@ -160,11 +156,20 @@ class TaskDescription:
             retries,
             shell,
             isolation,
-            dict(backend_kwargs),
+            backend_kwargs,
         )
 
 
-BadField = Callable[[str, str], TaskValidationError]
+def _bad(uid: str, field: str, message: str) -> TaskValidationError:
+    return TaskValidationError(message, uid=uid, field=field)
+
+
+def _alias(backend_kwargs: Mapping[str, Any], name: str) -> Any:
+    for alias in _ALIASES_OF[name]:
+        value = backend_kwargs.get(alias)
+        if value is not None:
+            return value
+    return None
 
 
 def _kind(value: Any) -> str:
@@ -184,19 +189,33 @@ def _passable(text: str) -> bool:
     return True
 
 
-def _no_nul(text: str, field: str, bad: BadField) -> None:
-    if not _passable(text):
-        raise bad(field, "contains a NUL byte or a character the OS cannot encode")
+def _path(raw: Any, uid: str, field: str = "working_directory") -> str:
+    if isinstance(raw, os.PathLike):
+        raw = os.fspath(raw)
+    if not isinstance(raw, str) or not raw:
+        raise _bad(uid, field, f"must be a non-empty path string, got {_kind(raw)}")
+    if not _passable(raw):
+        raise _bad(uid, field, "contains a NUL byte or a character the OS cannot encode")
+    return raw
 
 
-def _arguments(raw: Any, bad: BadField) -> tuple[str, ...]:
+def _executable(raw: Any, uid: str) -> str:
+    return _path(raw, uid, "executable")
+
+
+def _arguments(raw: Any, uid: str) -> tuple[str, ...]:
     if not raw:
         if raw is None or isinstance(raw, (list, tuple)):
             return ()
-    elif type(raw) is list and all(type(item) is str for item in raw) and _passable("".join(raw)):
-        return tuple(raw)  # the common case, checked in one pass
+    elif type(raw) is list:  # the common case, checked in one pass
+        for item in raw:
+            if type(item) is not str:
+                break
+        else:
+            if _passable("".join(raw)):
+                return tuple(raw)
     if not isinstance(raw, (list, tuple)):
-        raise bad("arguments", f"must be a list of strings, got {_kind(raw)}")
+        raise _bad(uid, "arguments", f"must be a list of strings, got {_kind(raw)}")
     out = []
     for i, item in enumerate(raw):
         if isinstance(item, os.PathLike):
@@ -204,62 +223,79 @@ def _arguments(raw: Any, bad: BadField) -> tuple[str, ...]:
         elif isinstance(item, (int, float)) and not isinstance(item, bool):
             item = str(item)
         if not isinstance(item, str):
-            raise bad("arguments", f"item {i} must be a string, got {_kind(item)}")
+            raise _bad(uid, "arguments", f"item {i} must be a string, got {_kind(item)}")
         if not _passable(item):
-            raise bad(
-                "arguments", f"item {i} contains a NUL byte or a character the OS cannot encode"
+            raise _bad(
+                uid,
+                "arguments",
+                f"item {i} contains a NUL byte or a character the OS cannot encode",
             )
         out.append(item)
     return tuple(out)
 
 
-def _environment(raw: Any, bad: BadField) -> dict[str, str] | None:
-    if raw is None:
-        return None
+def _environment(raw: Any, uid: str) -> dict[str, str]:
     if not isinstance(raw, Mapping):
-        raise bad("environment", f"must be a dict of strings, got {_kind(raw)}")
+        raise _bad(uid, "environment", f"must be a dict of strings, got {_kind(raw)}")
     for key, value in raw.items():
         if not isinstance(key, str) or not key or "=" in key or "\x00" in key:
-            raise bad("environment", f"variable name {key!r} is not a valid name")
+            raise _bad(uid, "environment", f"variable name {key!r} is not a valid name")
         if not isinstance(value, str):
-            raise bad("environment", f"value of {key!r} must be a string, got {_kind(value)}")
+            raise _bad(
+                uid, "environment", f"value of {key!r} must be a string, got {_kind(value)}"
+            )
         if not _passable(value):
-            raise bad(
-                "environment", f"value of {key!r} contains a NUL byte or an unencodable character"
+            raise _bad(
+                uid,
+                "environment",
+                f"value of {key!r} contains a NUL byte or an unencodable character",
             )
     return dict(raw)
 
 
-def _dependencies(raw: Any, uid: str, bad: BadField) -> tuple[str, ...]:
-    if not raw:
-        if raw is None or isinstance(raw, (list, tuple)):
-            return ()
-    elif type(raw) is list and all(type(d) is str and d for d in raw) and uid not in raw:
-        return tuple(dict.fromkeys(raw))  # the common case, checked in one pass
+def _dependencies(raw: Any, uid: str) -> tuple[str, ...]:
+    if type(raw) is list and uid not in raw:  # the common case, checked in one pass
+        for dep in raw:
+            if type(dep) is not str or not dep:
+                break
+        else:
+            return tuple(dict.fromkeys(raw)) if len(raw) > 1 else tuple(raw)
     if isinstance(raw, (str, bytes)) or not isinstance(raw, (list, tuple, set, frozenset)):
-        raise bad("dependencies", f"must be a list of task uids, got {_kind(raw)}")
+        raise _bad(uid, "dependencies", f"must be a list of task uids, got {_kind(raw)}")
     deps = []
     for dep in raw:
         if isinstance(dep, Mapping):  # a task dict stands for its uid
             dep = dep.get("uid")
         if not isinstance(dep, str) or not dep:
-            raise bad(
-                "dependencies", f"each dependency must be a task uid string, got {_kind(dep)}"
+            raise _bad(
+                uid,
+                "dependencies",
+                f"each dependency must be a task uid string, got {_kind(dep)}",
             )
         if dep == uid:
-            raise bad("dependencies", "a task cannot depend on itself")
+            raise _bad(uid, "dependencies", "a task cannot depend on itself")
         deps.append(dep)
     return tuple(dict.fromkeys(deps))
 
 
-def _count(value: Any, field: str, minimum: int, bad: BadField) -> int:
+def _count(value: Any, field: str, minimum: int, uid: str) -> int:
     if type(value) is int and value >= minimum:
         return value
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            raise bad(field, f"must be a whole number, got {_kind(value)}")
+            raise _bad(uid, field, f"must be a whole number, got {_kind(value)}")
     if value < minimum:
-        raise bad(field, f"must be >= {minimum}, got {value}")
+        raise _bad(uid, field, f"must be >= {minimum}, got {value}")
     return int(value)
+
+
+def _timeout(value: Any, uid: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(uid, "timeout", f"must be a number of seconds, got {_kind(value)}")
+    if not value > 0 or math.isinf(value):
+        raise _bad(
+            uid, "timeout", f"must be a positive, finite number of seconds, got {value!r}"
+        )
+    return float(value)
