@@ -51,7 +51,7 @@ def alive(pid: int) -> bool:
 async def dies(pid: int, within: float = 2.0) -> bool:
     """A SIGKILL is delivered asynchronously: allow the process a moment to go."""
     deadline = asyncio.get_running_loop().time() + within
-    while alive(pid) and asyncio.get_running_loop().time() < deadline:
+    while alive(pid) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 - polling a pid
         await asyncio.sleep(0.01)
     return not alive(pid)
 
