@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rhapsody.backends.execution import ConcurrentExecutionBackend
+from rhapsody.backends.execution import ConcurrentExecutionBackend, _subprocess
 from rhapsody.errors import ResourceError, TaskExecutionError, TaskValidationError
 from rhapsody.testing import InvariantRecorder
 
@@ -29,8 +29,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-async def backend(tmp_path: Path) -> Any:
+@pytest.fixture(params=["pidfd", "asyncio-watcher"])
+async def backend(request: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    # Executables are watched through a pidfd where the OS has them, else by asyncio's own
+    # child watcher: run every test through both.
+    if request.param == "asyncio-watcher":
+        monkeypatch.setattr(_subprocess, "USE_PIDFD", False)
+    elif not _subprocess.USE_PIDFD:
+        pytest.skip("no pidfd on this OS")
     backend = await ConcurrentExecutionBackend(cores=2, gpus=0, work_dir=tmp_path / "work")
     yield backend
     await backend.shutdown()
@@ -307,6 +313,56 @@ async def test_function_tasks_sync_and_async(backend: Any) -> None:
     assert isinstance(b, TaskExecutionError)  # divmod needs 2 arguments: the TypeError is the cause
     assert isinstance(b.__cause__, TypeError)
     assert isinstance(c, TaskExecutionError) and isinstance(c.task["exception"], KeyError)
+
+
+async def test_thread_function_edge_cases_fail_only_their_task(backend: Any) -> None:
+    def leave() -> None:
+        raise SystemExit(3)
+
+    def coroutine_maker(x: int) -> Any:
+        return square_later(x)  # a plain function returning a coroutine: it is awaited
+
+    def which_thread() -> str:
+        import threading
+
+        return threading.current_thread().name
+
+    exiting, made, named = await run(
+        backend,
+        {"uid": "exit", "function": leave},
+        {"uid": "maker", "function": coroutine_maker, "args": [3]},
+        {"uid": "named", "function": which_thread},
+    )
+    assert isinstance(exiting, TaskExecutionError) and "SystemExit" in str(exiting)
+    assert made["return_value"] == 9
+    assert named["return_value"].startswith(f"rhapsody-{backend.name}")
+    [after] = await run(backend, {"function": divmod, "args": [7, 2]})
+    assert after["return_value"] == (3, 1)  # the backend keeps serving
+
+
+async def test_stuck_thread_functions_do_not_take_the_slots_for_good(backend: Any) -> None:
+    # Two functions that never return time out; their threads stay busy, yet the two cores
+    # are free again and the next function runs on a new thread.
+    stuck = await run(
+        backend,
+        {"uid": "stuck1", "function": hang, "timeout": 0.2},
+        {"uid": "stuck2", "function": hang, "timeout": 0.2},
+    )
+    assert all("timed out" in str(error) for error in stuck)
+    [after] = await run(backend, {"function": divmod, "args": [9, 4]})
+    assert after["return_value"] == (2, 1)
+
+
+async def test_cancel_a_running_thread_function(backend: Any) -> None:
+    states: list[str] = []
+    backend.register_callback(lambda task, state: states.append(state))
+    futures = await backend.submit_tasks([{"uid": "long", "function": hang}])
+    while backend.task_state("long") != "EXECUTING":  # noqa: ASYNC110 - polling engine state
+        await asyncio.sleep(0.01)
+    assert await backend.cancel_task("long")
+    with pytest.raises(asyncio.CancelledError):
+        await futures[0]
+    assert states[-1] == "CANCELED"
 
 
 async def test_thread_functions_cannot_claim_their_own_environment(backend: Any) -> None:

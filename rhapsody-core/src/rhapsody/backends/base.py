@@ -169,7 +169,11 @@ class BaseExecutionBackend:
     async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
         """Run one attempt of `task`. Call `ctx.started()` once it really runs. Task failures are
         returned as `Outcome.failure`; exceptions mean the backend itself broke. On cancellation
-        (CancelledError) release whatever the attempt holds (processes, remote futures)."""
+        (CancelledError) release whatever the attempt holds (processes, remote futures).
+
+        A plain (non-async) method may instead return the Outcome at once, or an
+        `asyncio.Future` that resolves to it (the engine cancels that future to cancel or time
+        out the attempt)."""
         raise NotImplementedError
 
     async def _start(self) -> None:
@@ -450,17 +454,27 @@ class BaseExecutionBackend:
         if node.desc.retries:
             node.task["attempt"] = node.attempt
         ctx = ExecutionContext(self, node)
-        if self._sync_execute:
-            self._move(node, EXECUTING)
-            outcome: Any
-            try:
-                outcome = self._execute(node.desc, ctx)  # a plain method: returns the Outcome
-            except Exception as exc:
-                outcome = self._backend_failure(exc)
-            self._complete(node, outcome)
-        else:
-            assert self._loop is not None
+        assert self._loop is not None
+        if not self._sync_execute:
             self._loop.create_task(self._run(node, ctx))
+            return
+        result: Any
+        try:
+            result = self._execute(node.desc, ctx)  # a plain method: an Outcome or a future
+        except Exception as exc:
+            result = self._backend_failure(exc)
+        if type(result) is Outcome:
+            self._complete(node, result)
+        elif isinstance(result, asyncio.Future):
+            # Completed by a callback: no asyncio task, no extra loop iteration per attempt.
+            node.handle = result
+            timer = None
+            if node.desc.timeout is not None:
+                timer = self._loop.call_later(node.desc.timeout, self._on_timeout, node)
+            result.add_done_callback(functools.partial(self._attempt_done, node, timer))
+        else:
+            error = TypeError(f"_execute returned {type(result).__name__}, not an Outcome")
+            self._complete(node, self._backend_failure(error))
 
     async def _run(self, node: Node, ctx: ExecutionContext) -> None:
         # `handle` is set only once the coroutine runs: a task cancelled before that is
@@ -478,16 +492,39 @@ class BaseExecutionBackend:
             outcome = await self._execute(desc, ctx)
         except asyncio.CancelledError:
             outcome = None
-            if node.timed_out and not node.cancel_requested:
-                outcome = Outcome.failure(f"timed out after {desc.timeout:g} s")
         except Exception as exc:
             outcome = self._backend_failure(exc)
         finally:
             if timer is not None:
                 timer.cancel()
+        self._attempt_over(node, outcome)
+
+    def _attempt_done(
+        self, node: Node, timer: asyncio.TimerHandle | None, future: asyncio.Future[Outcome]
+    ) -> None:
+        if timer is not None:
+            timer.cancel()
+        outcome: Outcome | None = None
+        if not future.cancelled():
+            error = future.exception()
+            if error is None:
+                outcome = future.result()
+                if not isinstance(outcome, Outcome):
+                    error = TypeError(f"_execute's future gave {type(outcome).__name__}")
+                    outcome = self._backend_failure(error)
+            elif isinstance(error, Exception):
+                outcome = self._backend_failure(error)
+            else:
+                raise error
+        self._attempt_over(node, outcome)
+
+    def _attempt_over(self, node: Node, outcome: Outcome | None) -> None:
+        """An attempt ended with `outcome`, or None when it was cancelled (or timed out)."""
         node.handle = None
         if node.state in FINAL_STATES:
             return
+        if outcome is None and node.timed_out and not node.cancel_requested:
+            outcome = Outcome.failure(f"timed out after {node.desc.timeout:g} s")
         if outcome is None:
             self._release(node)
             self._finish(node, CANCELED)

@@ -9,11 +9,12 @@ that task. Slots (cores, GPUs) are accounted by the engine so the node is never 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import os
 from collections.abc import Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 
 from rhapsody.backends.base import BaseExecutionBackend, ExecutionContext, Outcome
 from rhapsody.errors import TaskValidationError
@@ -22,13 +23,15 @@ from rhapsody.resources import ResourcePool, detect_cores
 from rhapsody.task import TaskDescription
 
 from . import _isolated, _subprocess
+from ._threads import FunctionThreads, raised
 
 
 class ConcurrentExecutionBackend(BaseExecutionBackend):
     """Run tasks on the local node.
 
-    :param executor: runs plain (non-async) function tasks; default a thread pool sized to the
-        cores. Pass your own `ThreadPoolExecutor`/`ProcessPoolExecutor` to choose.
+    :param executor: runs plain (non-async) function tasks; default: the backend's own worker
+        threads (cheapest per call, see `_threads`). Pass a `ThreadPoolExecutor` or
+        `ProcessPoolExecutor` to choose instead.
     :param cores: cores to schedule into (default: what `rhapsody.platforms.detect()` finds
         granted on this node, at most the CPUs this process may use).
     :param gpus: number of GPUs or their identifiers (default: the allocation's, else
@@ -71,24 +74,20 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
             raise ValueError(f"max_output must be >= 1 byte, got {max_output}")
         super().__init__(name, work_dir=work_dir, resources=ResourcePool(cores, gpu_ids))
         self._executor = executor
-        self._owns_executor = executor is None
+        self._threads: FunctionThreads | None = None
         self._max_output = max_output
         self._kill_grace = kill_grace
         self._running: set[_subprocess.Child] = set()  # live children, killed at shutdown
 
     async def _start(self) -> None:
         if self._executor is None:
-            assert self._pool is not None
-            # A few spare threads: a timed-out sync function cannot be killed and keeps its thread.
-            self._executor = ThreadPoolExecutor(
-                max_workers=self._pool.total_cores + 4, thread_name_prefix=f"rhapsody-{self.name}"
-            )
+            self._threads = FunctionThreads(asyncio.get_running_loop(), f"rhapsody-{self.name}")
 
     async def _stop(self) -> None:
         for child in list(self._running):
             await child.kill_tree(self._kill_grace)
-        if self._owns_executor and self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._threads is not None:
+            self._threads.shutdown()
 
     def _check_task(self, task: TaskDescription) -> None:
         super()._check_task(task)
@@ -102,7 +101,22 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
                         field=field,
                     )
 
-    async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
+    def _execute(  # type: ignore[override]
+        self, task: TaskDescription, ctx: ExecutionContext
+    ) -> asyncio.Future[Outcome]:
+        function = task.function
+        if (
+            function is not None
+            and self._threads is not None
+            and task.isolation == "thread"
+            and not inspect.iscoroutinefunction(function)
+        ):
+            # The hot path of many short function tasks: straight onto a worker thread.
+            ctx.started()
+            return self._threads.submit(function, task.args, task.kwargs)
+        return asyncio.ensure_future(self._execute_async(task, ctx))
+
+    async def _execute_async(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
         if task.function is None:
             return await _subprocess.run(
                 task,
@@ -130,6 +144,7 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
         return env
 
     async def _run_function(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
+        """An `async def` function on the loop, or a plain one on the user's `executor`."""
         func = task.function
         assert func is not None
         ctx.started()
@@ -143,5 +158,5 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
                 if inspect.isawaitable(value):
                     value = await value
         except Exception as exc:
-            return Outcome.failure(f"{type(exc).__name__}: {exc}", exception=exc)
+            return raised(exc)
         return Outcome(True, return_value=value)
