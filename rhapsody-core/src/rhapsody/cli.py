@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "backends": "list backends: name, distribution, version, available, why not",
     "plugins": "list loaded plugins as JSON (and the broken ones)",
     "platforms": "list the platform catalog and what detect() sees here",
+    "report": "summarize a trace: utilization, critical path, slowest tasks (--html: a page)",
 }
 
 

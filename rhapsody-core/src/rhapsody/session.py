@@ -2,7 +2,7 @@
 
 It also owns the services the workflow's tasks share: a loopback service registry
 (`registry_start`) and loopback proxies to registered services (`proxy_start`). A session writes
-nothing to disk.
+nothing to disk, unless given a journal (`Session(journal="run.db")`) to record and resume runs.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from rhapsody.backends.base import BaseExecutionBackend, Callback, TaskFutures
 from rhapsody.errors import SessionError, TaskValidationError
+from rhapsody.journal import Journal
 from rhapsody.proxy import ServiceProxy
 from rhapsody.registry import ENV_VAR, ServiceRegistry
 
@@ -26,10 +27,16 @@ class Session:
 
     With no backends, the first submission creates the default (`concurrent`) backend.
     A task's `backend` field names the backend to use (default: the first one).
+    With `journal` (a path or a `Journal`), every state change is recorded there and tasks the
+    journal holds as DONE with an unchanged description are resumed instead of run again.
     """
 
     def __init__(
-        self, backends: Sequence[BaseExecutionBackend] | None = None, *, uid: str | None = None
+        self,
+        backends: Sequence[BaseExecutionBackend] | None = None,
+        *,
+        uid: str | None = None,
+        journal: Journal | str | os.PathLike[str] | None = None,
     ) -> None:
         self.uid = uid or f"session.{next(_session_ids):04d}"
         self._backends: dict[str, BaseExecutionBackend] = {}
@@ -39,6 +46,11 @@ class Session:
         self._registry: ServiceRegistry | None = None
         self._proxies: dict[str, ServiceProxy] = {}
         self._env_before: str | None = None
+        if journal is not None and not isinstance(journal, Journal):
+            journal = Journal(journal)
+        self._journal = journal
+        if journal is not None:
+            self.register_callback(journal.record)
         for backend in backends or ():
             self.add_backend(backend)
 
@@ -68,11 +80,34 @@ class Session:
         for backend in self._backends.values():
             backend.register_callback(func)
 
+    @property
+    def journal(self) -> Journal | None:
+        """The journal this session records to (None without one)."""
+        return self._journal
+
     # -- tasks -----------------------------------------------------------------------------
     async def submit_tasks(self, tasks: Iterable[dict[str, Any]]) -> TaskFutures:
-        """Submit tasks, each to the backend its `backend` field names (default: the first)."""
+        """Submit tasks, each to the backend its `backend` field names (default: the first).
+        With a journal, tasks it holds as DONE resolve at once instead of running."""
         self._check_open()
         tasks = list(tasks)
+        self._route(tasks)  # the whole batch is checked, resumed tasks included
+        if self._journal is None:
+            futures = await self._submit_routed(tasks)
+        else:
+            futures = await self._journal.submit(tasks, self._submit_routed)
+        self._futures.update(futures.items())
+        return futures
+
+    async def _submit_routed(self, tasks: list[dict[str, Any]]) -> TaskFutures:
+        by_uid: dict[str, asyncio.Future[Any]] = {}
+        for name, group in self._route(tasks).items():
+            futures = await self._backends[name].submit_tasks(group)
+            by_uid.update(futures.items())
+        return TaskFutures((task["uid"], by_uid[task["uid"]]) for task in tasks)
+
+    def _route(self, tasks: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        """Tasks grouped by the name of the backend each goes to."""
         if not self._backends:
             from rhapsody.plugins import backend_class
 
@@ -93,12 +128,7 @@ class Session:
                     field="backend",
                 )
             groups.setdefault(name, []).append(task)
-        by_uid: dict[str, asyncio.Future[Any]] = {}
-        for name, group in groups.items():
-            futures = await self._backends[name].submit_tasks(group)
-            by_uid.update(futures.items())
-        self._futures.update(by_uid)
-        return TaskFutures((task["uid"], by_uid[task["uid"]]) for task in tasks)
+        return groups
 
     async def wait_tasks(
         self, tasks: Iterable[dict[str, Any] | str] | None = None, timeout: float | None = None
@@ -194,7 +224,8 @@ class Session:
                     os.environ[ENV_VAR] = self._env_before
         self._proxies = {}
         self._registry = None
-        return _Closing(list(self._backends.values()), services)
+        journal, self._journal = self._journal, None
+        return _Closing(list(self._backends.values()), services, journal)
 
     async def __aenter__(self) -> Session:
         for backend in self._backends.values():
@@ -215,17 +246,20 @@ class _Closing:
         self,
         backends: list[BaseExecutionBackend],
         services: Sequence[ServiceProxy | ServiceRegistry] = (),
+        journal: Journal | None = None,
     ) -> None:
         self._task: asyncio.Future[Any] | None = None
         active = [b for b in backends if b.state() == "RUNNING"]
         if not active and not services:
+            if journal is not None:
+                journal.close()
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
         if loop is not None:
-            self._task = loop.create_task(_shutdown_all(active, services))
+            self._task = loop.create_task(_shutdown_all(active, services, journal))
         else:
             raise SessionError(
                 "this session's backends run on an event loop: use 'await session.close()' there"
@@ -237,12 +271,16 @@ class _Closing:
 
 
 async def _shutdown_all(
-    backends: list[BaseExecutionBackend], services: Sequence[ServiceProxy | ServiceRegistry]
+    backends: list[BaseExecutionBackend],
+    services: Sequence[ServiceProxy | ServiceRegistry],
+    journal: Journal | None = None,
 ) -> None:
     # Backends first: a service task still running may use the registry until it is stopped.
     results: list[Any] = list(
         await asyncio.gather(*(b.shutdown() for b in backends), return_exceptions=True)
     )
+    if journal is not None:  # after the backends: their shutdown cancels tasks
+        journal.close()
     for service in services:  # proxies before the registry they resolve through
         try:
             await service.stop()

@@ -1,9 +1,11 @@
-"""`rhapsody run WORKFLOW`: run a workflow file with live progress and a summary."""
+"""`rhapsody run WORKFLOW`: run a workflow file with live progress and a summary; optionally
+on a platform of the catalog, recorded in a resumable journal, and traced."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import time
 from collections import Counter
 from typing import Any
@@ -13,9 +15,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rhapsody import workflow as workflows
-from rhapsody.errors import RhapsodyError, TaskValidationError
-from rhapsody.plugins import get_backend
+from rhapsody.backends.base import BaseExecutionBackend
+from rhapsody.errors import BackendError, RhapsodyError, TaskValidationError
+from rhapsody.journal import Journal
+from rhapsody.platforms import get_platform
+from rhapsody.plugins import backend_class
 from rhapsody.states import CANCELED, DONE, EXECUTING, FAILED, FINAL_STATES
+from rhapsody.trace import TraceRecorder
 
 STDERR_TAIL = 300
 
@@ -24,6 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("workflow", help="a .toml, .json or .yaml file with a 'tasks' list")
     parser.add_argument("--backend", help="backend name (default: the file's, else concurrent)")
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
+    parser.add_argument("--platform", help="a platform of the catalog, for backends that take one")
+    parser.add_argument(
+        "--journal",
+        metavar="FILE",
+        help="SQLite journal of every state change; rerunning with it skips DONE tasks",
+    )
+    parser.add_argument(
+        "--trace", metavar="FILE", help="write a Chrome trace (Perfetto, chrome://tracing)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,27 +50,58 @@ def run(args: argparse.Namespace) -> int:
         return 2
     name = args.backend or flow.backend or "concurrent"
     try:
-        return asyncio.run(_run(flow, name, not args.no_progress))
+        return asyncio.run(_run(flow, name, args))
     except KeyboardInterrupt:
         return 130
 
 
-async def _run(flow: workflows.Workflow, name: str, live: bool) -> int:
-    console = Console()
+def _make_backend(name: str, options: dict[str, Any], platform: str | None) -> BaseExecutionBackend:
+    cls = backend_class(name)
+    if platform is not None:
+        description = get_platform(platform)  # first: an unknown name is the likelier mistake
+        if "platform" not in inspect.signature(cls).parameters:
+            raise BackendError(
+                f"backend {name!r} does not take a platform (its constructor has no "
+                "'platform' parameter): choose a backend that does, or leave out --platform"
+            )
+        options = {**options, "platform": description}
     try:
-        backend = get_backend(name, **flow.backend_options)
+        return cls(**options)
+    except (TypeError, ValueError) as exc:  # backend_options that do not fit the backend
+        raise BackendError(f"backend {name!r}: {exc}") from exc
+
+
+async def _run(flow: workflows.Workflow, name: str, args: argparse.Namespace) -> int:
+    console = Console()
+    journal: Journal | None = None
+    try:
+        if args.journal:
+            journal = Journal(args.journal)
+        backend = _make_backend(name, flow.backend_options, args.platform)
         await backend
     except RhapsodyError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        if journal is not None:
+            journal.close()
         return 2
     states: dict[str, str] = {}
     backend.register_callback(lambda task, state: states.__setitem__(task["uid"], state))
+    recorder = None
+    if args.trace:
+        recorder = TraceRecorder()
+        recorder.attach(backend)
+    if journal is not None:
+        backend.register_callback(journal.record)
     total = len(flow.tasks)
     started = time.perf_counter()
     interrupted = False
     try:
         try:
-            futures = await backend.submit_tasks(flow.tasks)
+            if journal is None:
+                futures = await backend.submit_tasks(flow.tasks)
+            else:
+                futures = await journal.submit(flow.tasks, backend.submit_tasks)
+                states.update(dict.fromkeys(journal.skipped, DONE))
         except TaskValidationError as exc:
             console.print(
                 f"[red]error:[/red] {workflows.describe(flow, exc)}",
@@ -70,7 +116,7 @@ async def _run(flow: workflows.Workflow, name: str, live: bool) -> int:
             TimeElapsedColumn(),
             TextColumn("{task.fields[counts]}"),
             console=console,
-            disable=not live,
+            disable=args.no_progress,
             transient=False,
         ) as progress:
             bar = progress.add_task(flow.path.name, total=total, counts="")
@@ -84,10 +130,20 @@ async def _run(flow: workflows.Workflow, name: str, live: bool) -> int:
         interrupted = True  # Ctrl-C: asyncio.run cancels us; shut down cleanly below
     finally:
         await backend.shutdown()
-    _summary(console, flow.tasks, states, started, interrupted)
+        if journal is not None:
+            journal.close()
+    resumed = len(journal.skipped) if journal is not None else 0
+    _summary(console, flow.tasks, states, started, interrupted, resumed)
+    code = 0 if all(states.get(t["uid"]) == DONE for t in flow.tasks) else 1
+    if recorder is not None:
+        try:
+            recorder.write(args.trace)
+        except OSError as exc:
+            console.print(f"[red]error:[/red] {args.trace}: cannot write the trace: {exc}")
+            code = 2
     if interrupted:
         raise KeyboardInterrupt
-    return 0 if all(states.get(t["uid"]) == DONE for t in flow.tasks) else 1
+    return code
 
 
 def _counts(states: dict[str, str], total: int, started: float) -> str:
@@ -107,12 +163,14 @@ def _summary(
     states: dict[str, str],
     started: float,
     interrupted: bool,
+    resumed: int,
 ) -> None:
     count = Counter(states.get(t["uid"], "NEW") for t in tasks)
     elapsed = time.perf_counter() - started
     headline = ", ".join(f"{n} {s.lower()}" for s, n in sorted(count.items()))
     console.print(
         f"{len(tasks)} tasks in {elapsed:.2f} s: {headline}"
+        + (f" ({resumed} resumed from the journal)" if resumed else "")
         + (" (interrupted: unfinished tasks were canceled)" if interrupted else "")
     )
     # The workflow's results: what its final tasks (those nothing depends on) printed.
