@@ -86,12 +86,16 @@ class ResourcePool:
         if cores > self.free_cores or gpus > len(self._free_gpus):
             return None
         self.free_cores -= cores
+        if not gpus:
+            return Allocation(cores, ())
         taken = tuple(self._free_gpus[:gpus])
         del self._free_gpus[:gpus]
         return Allocation(cores, taken)
 
     def release(self, allocation: Allocation) -> None:
         self.free_cores += allocation.cores
+        if not allocation.gpu_ids:
+            return
         # Keep the original order so allocations stay predictable.
         free = set(self._free_gpus) | set(allocation.gpu_ids)
         self._free_gpus = [g for g in self.gpu_ids if g in free]

@@ -504,18 +504,17 @@ class BaseExecutionBackend:
     ) -> None:
         if timer is not None:
             timer.cancel()
-        outcome: Outcome | None = None
-        if not future.cancelled():
-            error = future.exception()
-            if error is None:
-                outcome = future.result()
-                if not isinstance(outcome, Outcome):
-                    error = TypeError(f"_execute's future gave {type(outcome).__name__}")
-                    outcome = self._backend_failure(error)
-            elif isinstance(error, Exception):
+        outcome: Outcome | None
+        try:
+            outcome = future.result()
+        except asyncio.CancelledError:
+            outcome = None
+        except Exception as exc:
+            outcome = self._backend_failure(exc)
+        else:
+            if type(outcome) is not Outcome:
+                error = TypeError(f"_execute's future gave {type(outcome).__name__}")
                 outcome = self._backend_failure(error)
-            else:
-                raise error
         self._attempt_over(node, outcome)
 
     def _attempt_over(self, node: Node, outcome: Outcome | None) -> None:

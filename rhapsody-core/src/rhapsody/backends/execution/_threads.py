@@ -22,6 +22,8 @@ from typing import Any
 from rhapsody.backends.base import Outcome
 
 _STOP = None
+# Return types that skip the (slow, ABC-based) awaitable check.
+_NOT_AWAITABLE = frozenset({type(None), bool, int, float, complex, str, bytes, list, tuple, dict})
 
 
 class FunctionThreads:
@@ -95,7 +97,7 @@ class FunctionThreads:
     ) -> Outcome:
         try:
             value = func(*args, **kwargs)
-            if inspect.isawaitable(value):
+            if type(value) not in _NOT_AWAITABLE and inspect.isawaitable(value):
                 value = asyncio.run_coroutine_threadsafe(_awaited(value), self._loop).result()
         except BaseException as exc:  # even SystemExit only fails its task
             return raised(exc)

@@ -13,8 +13,10 @@ import asyncio
 import functools
 import inspect
 import os
-from collections.abc import Sequence
+import types
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from typing import Any
 
 from rhapsody.backends.base import BaseExecutionBackend, ExecutionContext, Outcome
 from rhapsody.errors import TaskValidationError
@@ -91,8 +93,10 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
 
     def _check_task(self, task: TaskDescription) -> None:
         super()._check_task(task)
-        if task.function is not None and task.isolation == "thread":
-            for field in ("environment", "working_directory"):
+        if task.function is not None and task.isolation == "thread" and (
+            task.environment is not None or task.working_directory is not None
+        ):
+            for field in ("environment", "secret_environment", "working_directory"):
                 if getattr(task, field) is not None:
                     raise TaskValidationError(
                         "a function task running on a thread shares the process's "
@@ -109,7 +113,7 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
             function is not None
             and self._threads is not None
             and task.isolation == "thread"
-            and not inspect.iscoroutinefunction(function)
+            and not _is_async(function)
         ):
             # The hot path of many short function tasks: straight onto a worker thread.
             ctx.started()
@@ -132,13 +136,17 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
         return await self._run_function(task, ctx)
 
     def _env_for(self, task: TaskDescription, ctx: ExecutionContext) -> dict[str, str] | None:
-        """The child's environment: the parent's, then the task's, then its GPUs."""
+        """The child's environment: the parent's, then the task's (secrets included), then its
+        GPUs."""
         assert self._pool is not None
-        if task.environment is None and self._pool.total_gpus == 0:
+        secrets = task.secret_environment
+        if task.environment is None and secrets is None and self._pool.total_gpus == 0:
             return None  # inherit unchanged: cheapest
         env = dict(os.environ)
         if task.environment:
             env.update(task.environment)
+        if secrets:
+            env.update(secrets)
         if self._pool.total_gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(ctx.gpu_ids)
         return env
@@ -160,3 +168,11 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
         except Exception as exc:
             return raised(exc)
         return Outcome(True, return_value=value)
+
+
+def _is_async(function: Callable[..., Any]) -> bool:
+    # `inspect.iscoroutinefunction` unwraps partials and methods: a few µs per task. A plain
+    # function (the common case) only needs its code flags.
+    if type(function) is types.FunctionType:
+        return bool(function.__code__.co_flags & inspect.CO_COROUTINE)
+    return inspect.iscoroutinefunction(function)
