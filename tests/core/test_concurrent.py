@@ -365,9 +365,19 @@ async def test_cancel_a_running_thread_function(backend: Any) -> None:
     assert states[-1] == "CANCELED"
 
 
-async def test_thread_functions_cannot_claim_their_own_environment(backend: Any) -> None:
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"environment": {"A": "1"}},
+        {"secret_environment": {"TOKEN": "x"}},
+        {"working_directory": "/tmp"},
+    ],
+)
+async def test_thread_functions_cannot_claim_their_own_environment(
+    backend: Any, field: dict[str, Any]
+) -> None:
     with pytest.raises(TaskValidationError, match="isolation='process'"):
-        await backend.submit_tasks([{"function": print, "environment": {"A": "1"}}])
+        await backend.submit_tasks([{"function": print, **field}])
 
 
 async def test_isolated_function_crash_fails_only_that_task(backend: Any, tmp_path: Path) -> None:

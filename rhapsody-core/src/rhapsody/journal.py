@@ -84,6 +84,11 @@ class JournalError(RhapsodyError):
 def describe(task: Mapping[str, Any]) -> str:
     """The canonical JSON of the fields that define `task` (functions by qualified name)."""
     fields = {name: task[name] for name in DESCRIPTION_FIELDS if task.get(name) is not None}
+    secrets = task.get("secret_environment")
+    if isinstance(secrets, Mapping):
+        # Names only: the journal never holds a secret. Renaming or adding one reruns the
+        # task; changing a value alone does not (a rotated token does not redo finished work).
+        fields["secret_environment"] = sorted(map(str, secrets))
     if "dependencies" in fields:
         fields["dependencies"] = sorted(set(dependency_uids(task)))
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=_canonical)

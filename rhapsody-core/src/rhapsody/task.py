@@ -16,8 +16,14 @@ import attrs
 from rhapsody.errors import TaskValidationError
 
 ISOLATION_MODES = ("thread", "process")
+#: what stands for a secret's value wherever a secret could be shown (reprs, errors)
+MASK = "***"
 # Keys of `task_backend_specific_kwargs` that AsyncFlow uses for fields we have at top level.
 _ALIASES_OF = {"shell": ("shell",), "cores": ("cpus", "cores"), "gpus": ("gpus",)}
+
+
+def _mask(secrets: dict[str, str] | None) -> str:
+    return "None" if secrets is None else repr(dict.fromkeys(secrets, MASK))
 
 
 @attrs.define(slots=True, eq=False)
@@ -40,6 +46,9 @@ class TaskDescription:
     shell: bool = False
     isolation: str = "thread"
     backend_kwargs: dict[str, Any] = attrs.Factory(dict)
+    # Given to the task's process like `environment`, never shown: masked in the repr (which
+    # dask and loggers may print); validation errors name the variable, not its value.
+    secret_environment: dict[str, str] | None = attrs.field(default=None, repr=_mask)
 
     @property
     def is_function(self) -> bool:
@@ -94,6 +103,9 @@ class TaskDescription:
         environment = get("environment")
         if environment is not None:
             environment = _environment(environment, uid)
+        secret_environment = get("secret_environment")
+        if secret_environment is not None:
+            secret_environment = _secret_environment(secret_environment, environment, uid)
         working_directory = get("working_directory")
         if working_directory is not None:
             working_directory = _path(working_directory, uid)
@@ -157,6 +169,7 @@ class TaskDescription:
             shell,
             isolation,
             backend_kwargs,
+            secret_environment,
         )
 
 
@@ -241,15 +254,33 @@ def _environment(raw: Any, uid: str) -> dict[str, str]:
         if not isinstance(key, str) or not key or "=" in key or "\x00" in key:
             raise _bad(uid, "environment", f"variable name {key!r} is not a valid name")
         if not isinstance(value, str):
-            raise _bad(
-                uid, "environment", f"value of {key!r} must be a string, got {_kind(value)}"
-            )
+            raise _bad(uid, "environment", f"value of {key!r} must be a string, got {_kind(value)}")
         if not _passable(value):
             raise _bad(
                 uid,
                 "environment",
                 f"value of {key!r} contains a NUL byte or an unencodable character",
             )
+    return dict(raw)
+
+
+def _secret_environment(raw: Any, environment: dict[str, str] | None, uid: str) -> dict[str, str]:
+    """As `_environment`, but no message shows a value (nor the dict: it holds them)."""
+    field = "secret_environment"
+    if not isinstance(raw, Mapping):
+        raise _bad(uid, field, f"must be a dict of strings, got {type(raw).__name__}")
+    for key, value in raw.items():
+        if not isinstance(key, str) or not key or "=" in key or "\x00" in key:
+            raise _bad(uid, field, f"variable name {key!r} is not a valid name")
+        if not isinstance(value, str):
+            raise _bad(uid, field, f"value of {key!r} must be a string, got {type(value).__name__}")
+        if not _passable(value):
+            raise _bad(
+                uid, field, f"value of {key!r} contains a NUL byte or an unencodable character"
+            )
+        if environment is not None and key in environment:
+            # Which one would win is a guess the user should not have to make.
+            raise _bad(uid, field, f"{key!r} is also set in 'environment'")
     return dict(raw)
 
 
@@ -295,7 +326,5 @@ def _timeout(value: Any, uid: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _bad(uid, "timeout", f"must be a number of seconds, got {_kind(value)}")
     if not value > 0 or math.isinf(value):
-        raise _bad(
-            uid, "timeout", f"must be a positive, finite number of seconds, got {value!r}"
-        )
+        raise _bad(uid, "timeout", f"must be a positive, finite number of seconds, got {value!r}")
     return float(value)

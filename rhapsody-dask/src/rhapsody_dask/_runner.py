@@ -120,7 +120,9 @@ _lock = threading.Lock()
 def _spawn(job: Job, key: str) -> Outcome:
     task = job.task
     argv = command_line(task)
-    env = None if task.environment is None else {**os.environ, **task.environment}
+    env = None
+    if task.environment is not None or task.secret_environment is not None:
+        env = {**os.environ, **(task.environment or {}), **(task.secret_environment or {})}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             if task.working_directory is not None:

@@ -189,7 +189,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
                     uid=task.uid,
                     field="isolation",
                 )
-            for field in ("environment", "working_directory"):
+            for field in ("environment", "secret_environment", "working_directory"):
                 if getattr(task, field) is not None:
                     raise TaskValidationError(
                         f"a function task shares its dask worker's {field.replace('_', ' ')}; "

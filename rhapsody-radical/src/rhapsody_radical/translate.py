@@ -62,13 +62,14 @@ _SHORTENED = "[... CONTENT SHORTENED ...]"
 
 def check(task: TaskDescription) -> None:
     """Reject at submit what the agent's script cannot carry."""
-    for name in task.environment or {}:
-        if not _ENV_NAME.match(name):
-            raise TaskValidationError(
-                f"variable name {name!r} is not a shell variable name",
-                uid=task.uid,
-                field="environment",
-            )
+    for field in ("environment", "secret_environment"):
+        for name in getattr(task, field) or {}:
+            if not _ENV_NAME.match(name):
+                raise TaskValidationError(
+                    f"variable name {name!r} is not a shell variable name",
+                    uid=task.uid,
+                    field=field,
+                )
     ranks = task.backend_kwargs.get("ranks", 1)
     if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
         raise TaskValidationError(
@@ -86,6 +87,12 @@ def check(task: TaskDescription) -> None:
         )
 
 
+def _variables(task: TaskDescription) -> dict[str, str]:
+    """The task's variables, secrets included: the agent writes them into the task's launch
+    script in its sandbox (see docs/reliability.md)."""
+    return {**(task.environment or {}), **(task.secret_environment or {})}
+
+
 def _quoted(text: str) -> str:
     """`text` escaped for a double-quoted bash string."""
     for char in ("\\", '"', "$", "`"):
@@ -96,7 +103,7 @@ def _quoted(text: str) -> str:
 def executable_fields(task: TaskDescription) -> dict[str, Any]:
     """The RADICAL-Pilot description fields of an executable task (all but `uid`)."""
     assert task.executable is not None
-    env = {name: _quoted(value) for name, value in (task.environment or {}).items()}
+    env = {name: _quoted(value) for name, value in _variables(task).items()}
     if task.shell:
         line = " ".join([task.executable, *(shlex.quote(a) for a in task.arguments)])
         executable, arguments = "/bin/sh", ["-c", line]
@@ -139,7 +146,7 @@ def function_fields(task: TaskDescription) -> dict[str, Any]:
 
     The raptor worker sets the variables in the process that runs the call, unescaped, and runs
     it in `sandbox`."""
-    fields: dict[str, Any] = {"environment": dict(task.environment or {})}
+    fields: dict[str, Any] = {"environment": _variables(task)}
     if task.working_directory is not None:
         fields["sandbox"] = os.path.abspath(task.working_directory)
     if task.timeout is not None:

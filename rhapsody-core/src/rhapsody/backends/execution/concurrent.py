@@ -93,8 +93,14 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
 
     def _check_task(self, task: TaskDescription) -> None:
         super()._check_task(task)
-        if task.function is not None and task.isolation == "thread" and (
-            task.environment is not None or task.working_directory is not None
+        if (
+            task.function is not None
+            and task.isolation == "thread"
+            and (
+                task.environment is not None
+                or task.secret_environment is not None
+                or task.working_directory is not None
+            )
         ):
             for field in ("environment", "secret_environment", "working_directory"):
                 if getattr(task, field) is not None:
