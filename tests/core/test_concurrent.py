@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -109,9 +110,13 @@ async def test_exit_code_and_signal_are_reported(backend: Any) -> None:
 
 
 async def test_missing_executable_fails_clearly(backend: Any) -> None:
+    states: list[str] = []
+    backend.register_callback(lambda task, state: states.append(state))
     [error] = await run(backend, {"uid": "nx", "executable": "/no/such/program"})
     assert isinstance(error, TaskExecutionError)
     assert "cannot start '/no/such/program'" in str(error)
+    # It never ran: no EXECUTING on the way to FAILED.
+    assert states == ["SCHEDULING_PENDING", "EXECUTING_PENDING", "FAILED"]
 
 
 async def test_never_more_tasks_than_cores(backend: Any) -> None:
@@ -402,6 +407,7 @@ async def test_isolated_function_crash_fails_only_that_task(backend: Any, tmp_pa
 
 
 async def test_isolated_function_timeout_kills_it(backend: Any) -> None:
+    resource_tracker.ensure_running()  # spawn starts it once per process: not the task's
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     [error] = await run(
         backend, {"uid": "hang", "function": hang, "isolation": "process", "timeout": 3}

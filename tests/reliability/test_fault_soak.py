@@ -117,12 +117,6 @@ async def test_dask_loses_no_task_when_a_worker_is_killed(tmp_path: Path) -> Non
 
 
 @pytest.mark.skipif(not rhapsody.discover_backends().get("dask"), reason="dask not installed")
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: base.py starts a task's timeout timer when the attempt is launched "
-    "(_run, line 489), not when the backend reports it started; dask queues every task at "
-    "launch, so time spent waiting for a worker counts against `timeout`",
-)
 async def test_dask_timeout_counts_from_the_start_not_from_submission(tmp_path: Path) -> None:
     # One worker thread: the second and third task wait ~1 s and ~2 s for it, then run 1 s
     # each, well within their 1.8 s timeout.

@@ -36,6 +36,7 @@ class Node:
         "state",
         "task",
         "timed_out",
+        "timer",
         "uid",
         "waiting",
     )
@@ -52,6 +53,7 @@ class Node:
         self.alloc: Any = None
         self.attempt = 0
         self.handle: Any = None
+        self.timer: Any = None  # the attempt's timeout, armed when it starts
         self.cancel_requested = False
         self.timed_out = False
 

@@ -63,6 +63,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
     """
 
     backend_name = BACKEND_NAME
+    queues_tasks = True  # dask queues submitted tasks: timeouts count from the worker start
 
     def __init__(
         self,

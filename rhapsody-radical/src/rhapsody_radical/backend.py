@@ -128,6 +128,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
     """
 
     backend_name = "radical_pilot"
+    queues_tasks = True  # the pilot queues submitted tasks: timeouts count from the start
 
     def __init__(
         self,

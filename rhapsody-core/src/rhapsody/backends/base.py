@@ -139,6 +139,10 @@ class BaseExecutionBackend:
     supports_explicit_data_linking: ClassVar[bool] = False
     #: seconds `shutdown()` waits for running tasks to wind down after cancelling them
     shutdown_grace: float = 10.0
+    #: True when the backend's own engine may hold a launched task in a queue before running it
+    #: (dask, a pilot): a task's `timeout` then starts only when `ctx.started()` reports the
+    #: start. Otherwise it starts at launch (and again at the reported start).
+    queues_tasks: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -402,6 +406,17 @@ class BaseExecutionBackend:
     def _mark_running(self, node: Node) -> None:
         if node.state == EXECUTING_PENDING:
             self._move(node, EXECUTING)
+            # The timeout counts from the real start, not from the launch: a backend whose
+            # engine queues tasks (dask, a pilot) must not time them out while they wait.
+            self._arm_timeout(node)
+
+    def _arm_timeout(self, node: Node) -> None:
+        if node.desc.timeout is None:
+            return
+        if node.timer is not None:
+            node.timer.cancel()
+        assert self._loop is not None
+        node.timer = self._loop.call_later(node.desc.timeout, self._on_timeout, node)
 
     def _enqueue(self, node: Node) -> None:
         key = (node.desc.cores, node.desc.gpus) if self._pool is not None else (0, 0)
@@ -464,14 +479,15 @@ class BaseExecutionBackend:
         except Exception as exc:
             result = self._backend_failure(exc)
         if type(result) is Outcome:
+            if node.state == EXECUTING_PENDING:  # returned at once: it ran
+                self._move(node, EXECUTING)
             self._complete(node, result)
         elif isinstance(result, asyncio.Future):
             # Completed by a callback: no asyncio task, no extra loop iteration per attempt.
             node.handle = result
-            timer = None
-            if node.desc.timeout is not None:
-                timer = self._loop.call_later(node.desc.timeout, self._on_timeout, node)
-            result.add_done_callback(functools.partial(self._attempt_done, node, timer))
+            if node.timer is None and not self.queues_tasks:  # no start reported yet
+                self._arm_timeout(node)
+            result.add_done_callback(functools.partial(self._attempt_done, node))
         else:
             error = TypeError(f"_execute returned {type(result).__name__}, not an Outcome")
             self._complete(node, self._backend_failure(error))
@@ -482,28 +498,18 @@ class BaseExecutionBackend:
         if node.state in FINAL_STATES:
             return
         node.handle = asyncio.current_task()
-        desc = node.desc
-        timer = None
-        if desc.timeout is not None:
-            assert self._loop is not None
-            timer = self._loop.call_later(desc.timeout, self._on_timeout, node)
+        if not self.queues_tasks:
+            self._arm_timeout(node)
         outcome: Outcome | None
         try:
-            outcome = await self._execute(desc, ctx)
+            outcome = await self._execute(node.desc, ctx)
         except asyncio.CancelledError:
             outcome = None
         except Exception as exc:
             outcome = self._backend_failure(exc)
-        finally:
-            if timer is not None:
-                timer.cancel()
         self._attempt_over(node, outcome)
 
-    def _attempt_done(
-        self, node: Node, timer: asyncio.TimerHandle | None, future: asyncio.Future[Outcome]
-    ) -> None:
-        if timer is not None:
-            timer.cancel()
+    def _attempt_done(self, node: Node, future: asyncio.Future[Outcome]) -> None:
         outcome: Outcome | None
         try:
             outcome = future.result()
@@ -520,6 +526,9 @@ class BaseExecutionBackend:
     def _attempt_over(self, node: Node, outcome: Outcome | None) -> None:
         """An attempt ended with `outcome`, or None when it was cancelled (or timed out)."""
         node.handle = None
+        if node.timer is not None:
+            node.timer.cancel()
+            node.timer = None
         if node.state in FINAL_STATES:
             return
         if outcome is None and node.timed_out and not node.cancel_requested:
@@ -549,7 +558,9 @@ class BaseExecutionBackend:
 
     def _complete(self, node: Node, outcome: Outcome) -> None:
         self._release(node)
-        if node.state == EXECUTING_PENDING:  # the backend never reported the start
+        if node.state == EXECUTING_PENDING and outcome.ok:
+            # It ran, but the backend did not report the start. (A failed attempt that never
+            # reported its start never ran: it fails from EXECUTING_PENDING.)
             self._move(node, EXECUTING)
         if node.desc.executable is not None and node.task.get("capture_stdio"):
             outcome = self._capture_stdio(node, outcome)
@@ -562,7 +573,8 @@ class BaseExecutionBackend:
         elif node.attempt <= node.desc.retries and not node.cancel_requested and not self._closing:
             _write_outcome(node.task, outcome)
             node.timed_out = False
-            self._move(node, EXECUTING_PENDING)
+            if node.state == EXECUTING:
+                self._move(node, EXECUTING_PENDING)
             self._enqueue(node)
         else:
             _write_outcome(node.task, outcome)
