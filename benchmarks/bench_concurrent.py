@@ -10,6 +10,7 @@ Compares, in one run on this machine:
     python benchmarks/bench_concurrent.py            # full sizes (1,000 / 10,000 / 100,000)
     python benchmarks/bench_concurrent.py --quick    # a tenth of each
     python benchmarks/bench_concurrent.py --no-peer  # skip installing/running rhapsody-py
+    python benchmarks/bench_concurrent.py --rounds 9 # medians of 9 rounds (default 5)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import gc
 import json
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -120,7 +122,7 @@ async def noop_dag(n: int, batches: int = 10) -> tuple[float, float, float]:
         backend = await NoopExecutionBackend()
         step = len(tasks) // batches
         start = time.perf_counter()
-        futures = []
+        futures: list[asyncio.Future[Any]] = []
         for b in range(batches):
             futures.extend(await backend.submit_tasks(tasks[b * step : (b + 1) * step]))
         submitted = time.perf_counter()
@@ -155,6 +157,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--rounds", type=int, default=5, help="median of this many (default 5)")
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     n_exec, n_func, n_dag = 1000 // scale, 10_000 // scale, 100_000 // scale
@@ -176,9 +179,22 @@ def main() -> None:
     ):
         table.add_column(col)
 
-    t_ours = asyncio.run(ours([{"executable": "/bin/true"} for _ in range(n_exec)]))
-    t_raw = asyncio.run(raw_subprocesses(n_exec, cores))
-    t_peer = run_peer(peer, "true", n_exec)
+    def median_of(*runs: Any) -> list[float | None]:
+        """Each run's median seconds over the rounds; the runs take turns within a round, so
+        background load hits them alike."""
+        times: list[list[float]] = [[] for _ in runs]
+        for _ in range(args.rounds):
+            for sample, run in zip(times, runs, strict=True):
+                seconds = run()
+                if seconds is not None:
+                    sample.append(seconds)
+        return [statistics.median(sample) if sample else None for sample in times]
+
+    t_ours, t_raw, t_peer = median_of(
+        lambda: asyncio.run(ours([{"executable": "/bin/true"} for _ in range(n_exec)])),
+        lambda: asyncio.run(raw_subprocesses(n_exec, cores)),
+        lambda: run_peer(peer, "true", n_exec),
+    )
     table.add_row(
         f"{n_exec} x /bin/true",
         rate(n_exec, t_ours),
@@ -188,9 +204,11 @@ def main() -> None:
         ratio(t_ours, t_peer),
     )
 
-    t_ours = asyncio.run(ours([{"function": trivial, "args": [i]} for i in range(n_func)]))
-    t_pool = bare_threads(n_func, cores + 4)
-    t_peer = run_peer(peer, "function", n_func)
+    t_ours, t_pool, t_peer = median_of(
+        lambda: asyncio.run(ours([{"function": trivial, "args": [i]} for i in range(n_func)])),
+        lambda: bare_threads(n_func, cores + 4),
+        lambda: run_peer(peer, "function", n_func),
+    )
     table.add_row(
         f"{n_func:,} trivial functions",
         rate(n_func, t_ours),
