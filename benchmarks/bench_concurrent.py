@@ -112,11 +112,11 @@ def random_dag(n: int, seed: int = 7) -> list[dict[str, Any]]:
     return tasks
 
 
-async def noop_dag(n: int, batches: int = 10) -> tuple[float, float, float]:
-    """For n tasks submitted in batches (dependencies across batches): seconds until every
-    task is final (noop finishes tasks inside `submit_tasks`), seconds of the caller's
-    `asyncio.gather` over the futures after that, and peak traced bytes per task (second,
-    traced run)."""
+async def noop_dag(n: int, rounds: int, batches: int = 10) -> tuple[float, float, float]:
+    """For n tasks submitted in batches (dependencies across batches): median seconds until
+    every task is final (noop finishes tasks inside `submit_tasks`), median seconds of the
+    caller's `asyncio.gather` over the futures after that, and peak traced bytes per task (a
+    further, traced run)."""
 
     async def run(tasks: list[dict[str, Any]]) -> tuple[float, float]:
         backend = await NoopExecutionBackend()
@@ -132,7 +132,9 @@ async def noop_dag(n: int, batches: int = 10) -> tuple[float, float, float]:
         await backend.shutdown()
         return submitted - start, gathered - submitted
 
-    engine, gather = await run(random_dag(n))
+    runs = [await run(random_dag(n)) for _ in range(rounds)]
+    engine = statistics.median(r[0] for r in runs)
+    gather = statistics.median(r[1] for r in runs)
     tasks = random_dag(n)
     gc.collect()
     tracemalloc.start()
@@ -219,7 +221,7 @@ def main() -> None:
     )
     console.print(table)
 
-    engine, gather, per_task_bytes = asyncio.run(noop_dag(n_dag))
+    engine, gather, per_task_bytes = asyncio.run(noop_dag(n_dag, args.rounds))
     t_peer = run_peer(peer, "noop", n_dag)
     dag = Table(title=f"noop, {n_dag:,} tasks")
     for col in ("", "per task", "tasks/s", "peak traced memory per task"):

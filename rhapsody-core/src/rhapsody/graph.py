@@ -121,7 +121,8 @@ class TaskGraph:
             if check is not None:
                 check(desc)
             for dep in desc.dependencies:
-                if dep not in batch and dep not in live and dep not in finished:
+                # Most likely first: earlier in this batch, then finished, then still live.
+                if dep not in batch and dep not in finished and dep not in live:
                     unresolved.append((uid, dep))
             batch[uid] = desc
         if unresolved:

@@ -255,7 +255,9 @@ class BaseExecutionBackend:
             )
         else:  # a loop with its own future type (uvloop)
             make_future = loop.create_future
-        nodes = self._graph.admit(tasks, self._check_task, make_future)
+        # No per-task call when the backend checks nothing (noop: no slots, no override).
+        check = None if self._pool is None and _checks_nothing(self) else self._check_task
+        nodes = self._graph.admit(tasks, check, make_future)
         futures = TaskFutures()
         append = futures.append
         by_uid = futures._by_uid
@@ -722,6 +724,10 @@ def _write_outcome(task: dict[str, Any], outcome: Outcome) -> None:
         task["exception"] = outcome.exception
     if outcome.extra:
         task.update(outcome.extra)
+
+
+def _checks_nothing(backend: BaseExecutionBackend) -> bool:
+    return type(backend)._check_task is BaseExecutionBackend._check_task
 
 
 def _dependency_reason(uid: str, state: str) -> str:
