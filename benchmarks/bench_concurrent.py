@@ -112,37 +112,60 @@ def random_dag(n: int, seed: int = 7) -> list[dict[str, Any]]:
     return tasks
 
 
-async def noop_dag(n: int, rounds: int, batches: int = 10) -> tuple[float, float, float]:
-    """For n tasks submitted in batches (dependencies across batches): median seconds until
-    every task is final (noop finishes tasks inside `submit_tasks`), median seconds of the
-    caller's `asyncio.gather` over the futures after that, and peak traced bytes per task (a
-    further, traced run)."""
-
-    async def run(tasks: list[dict[str, Any]]) -> tuple[float, float]:
-        backend = await NoopExecutionBackend()
-        step = len(tasks) // batches
-        start = time.perf_counter()
-        futures: list[asyncio.Future[Any]] = []
-        for b in range(batches):
-            futures.extend(await backend.submit_tasks(tasks[b * step : (b + 1) * step]))
-        submitted = time.perf_counter()
-        assert all(f.done() for f in futures)
-        await asyncio.gather(*futures)
-        gathered = time.perf_counter()
-        await backend.shutdown()
-        return submitted - start, gathered - submitted
-
-    runs = [await run(random_dag(n)) for _ in range(rounds)]
-    engine = statistics.median(r[0] for r in runs)
-    gather = statistics.median(r[1] for r in runs)
+async def noop_dag(n: int, traced: bool = False, batches: int = 10) -> list[float]:
+    """n tasks submitted in batches (dependencies across batches) through noop: [seconds until
+    every task is final (noop finishes tasks inside `submit_tasks`), seconds of the caller's
+    `asyncio.gather` over the futures after that], or with `traced` [peak traced bytes/task]."""
     tasks = random_dag(n)
-    gc.collect()
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    await run(tasks)
-    peak = tracemalloc.get_traced_memory()[1] - base
-    tracemalloc.stop()
-    return engine, gather, peak / n
+    backend = await NoopExecutionBackend()
+    step = len(tasks) // batches
+    if traced:
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+    start = time.perf_counter()
+    futures: list[asyncio.Future[Any]] = []
+    for b in range(batches):
+        futures.extend(await backend.submit_tasks(tasks[b * step : (b + 1) * step]))
+    submitted = time.perf_counter()
+    assert all(f.done() for f in futures)
+    await asyncio.gather(*futures)
+    gathered = time.perf_counter()
+    await backend.shutdown()
+    if traced:
+        peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+        return [peak / n]
+    return [submitted - start, gathered - submitted]
+
+
+def measure(kind: str, n: int, cores: int) -> list[float]:
+    """One measurement, in this (fresh) process."""
+    if kind == "ours-true":
+        return [asyncio.run(ours([{"executable": "/bin/true"} for _ in range(n)]))]
+    if kind == "raw-true":
+        return [asyncio.run(raw_subprocesses(n, cores))]
+    if kind == "ours-function":
+        return [asyncio.run(ours([{"function": trivial, "args": [i]} for i in range(n)]))]
+    if kind == "threads-function":
+        return [bare_threads(n, cores + 4)]
+    if kind == "ours-noop":
+        return asyncio.run(noop_dag(n))
+    if kind == "ours-noop-memory":
+        return asyncio.run(noop_dag(n, traced=True))
+    raise ValueError(kind)
+
+
+def run_fresh(kind: str, n: int, cores: int) -> list[float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--measure", kind, str(n), str(cores)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
+    values: list[float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return values
 
 
 def rate(n: int, seconds: float | None) -> str:
@@ -160,7 +183,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--rounds", type=int, default=5, help="median of this many (default 5)")
+    parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)  # KIND N CORES, internal
     args = parser.parse_args()
+    if args.measure:
+        kind, n, cores = args.measure
+        print(json.dumps(measure(kind, int(n), int(cores))))
+        return
     scale = 10 if args.quick else 1
     n_exec, n_func, n_dag = 1000 // scale, 10_000 // scale, 100_000 // scale
     cores = detect_cores()
@@ -168,6 +196,7 @@ def main() -> None:
     console = Console()
     console.print(
         f"[bold]concurrent/noop benchmark[/bold] — {cores} cores, Python {sys.version.split()[0]}"
+        f", median of {args.rounds} rounds, each measurement in a fresh process"
     )
 
     table = Table(title="throughput (higher is better)")
@@ -193,8 +222,8 @@ def main() -> None:
         return [statistics.median(sample) if sample else None for sample in times]
 
     t_ours, t_raw, t_peer = median_of(
-        lambda: asyncio.run(ours([{"executable": "/bin/true"} for _ in range(n_exec)])),
-        lambda: asyncio.run(raw_subprocesses(n_exec, cores)),
+        lambda: run_fresh("ours-true", n_exec, cores)[0],
+        lambda: run_fresh("raw-true", n_exec, cores)[0],
         lambda: run_peer(peer, "true", n_exec),
     )
     table.add_row(
@@ -207,8 +236,8 @@ def main() -> None:
     )
 
     t_ours, t_pool, t_peer = median_of(
-        lambda: asyncio.run(ours([{"function": trivial, "args": [i]} for i in range(n_func)])),
-        lambda: bare_threads(n_func, cores + 4),
+        lambda: run_fresh("ours-function", n_func, cores)[0],
+        lambda: run_fresh("threads-function", n_func, cores)[0],
         lambda: run_peer(peer, "function", n_func),
     )
     table.add_row(
@@ -221,14 +250,19 @@ def main() -> None:
     )
     console.print(table)
 
-    engine, gather, per_task_bytes = asyncio.run(noop_dag(n_dag, args.rounds))
-    t_peer = run_peer(peer, "noop", n_dag)
+    noop_runs = [run_fresh("ours-noop", n_dag, cores) for _ in range(args.rounds)]
+    engine = statistics.median(r[0] for r in noop_runs)
+    gather = statistics.median(r[1] for r in noop_runs)
+    [per_task_bytes] = run_fresh("ours-noop-memory", n_dag, cores)
+    [t_peer] = median_of(lambda: run_peer(peer, "noop", n_dag))
     dag = Table(title=f"noop, {n_dag:,} tasks")
-    for col in ("", "per task", "tasks/s", "peak traced memory per task"):
+    for col in ("", "per task, median (range)", "tasks/s", "peak traced memory per task"):
         dag.add_column(col)
+    low = min(r[0] for r in noop_runs) / n_dag * 1e6
+    high = max(r[0] for r in noop_runs) / n_dag * 1e6
     dag.add_row(
         "ours, random DAG (avg 2 deps), 10 batches: submit until all final",
-        f"{engine / n_dag * 1e6:.1f} µs",
+        f"{engine / n_dag * 1e6:.1f} µs ({low:.1f}-{high:.1f})",
         rate(n_dag, engine),
         f"{per_task_bytes:,.0f} B",
     )
