@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import signal
 import time
 from collections import Counter
 from typing import Any
@@ -53,6 +54,12 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_run(flow, name, args))
     except KeyboardInterrupt:
         return 130
+    except _Terminated:
+        return 128 + signal.SIGTERM
+
+
+class _Terminated(Exception):
+    """SIGTERM (a batch system's `scancel`, the end of an allocation) ended the run."""
 
 
 def _make_backend(name: str, options: dict[str, Any], platform: str | None) -> BaseExecutionBackend:
@@ -95,6 +102,19 @@ async def _run(flow: workflows.Workflow, name: str, args: argparse.Namespace) ->
     total = len(flow.tasks)
     started = time.perf_counter()
     interrupted = False
+    # SIGTERM is how batch systems stop a job (SIGKILL follows): wind down as for Ctrl-C, so no
+    # task process outlives the run and the journal records what was canceled.
+    main = asyncio.current_task()
+    assert main is not None
+    terminated = False
+
+    def on_sigterm() -> None:
+        nonlocal terminated
+        terminated = True
+        main.cancel()
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
         try:
             if journal is None:
@@ -129,6 +149,7 @@ async def _run(flow: workflows.Workflow, name: str, args: argparse.Namespace) ->
     except asyncio.CancelledError:
         interrupted = True  # Ctrl-C: asyncio.run cancels us; shut down cleanly below
     finally:
+        loop.remove_signal_handler(signal.SIGTERM)
         await backend.shutdown()
         if journal is not None:
             journal.close()
@@ -142,7 +163,7 @@ async def _run(flow: workflows.Workflow, name: str, args: argparse.Namespace) ->
             console.print(f"[red]error:[/red] {args.trace}: cannot write the trace: {exc}")
             code = 2
     if interrupted:
-        raise KeyboardInterrupt
+        raise _Terminated if terminated else KeyboardInterrupt
     return code
 
 

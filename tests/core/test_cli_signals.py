@@ -1,0 +1,71 @@
+"""`rhapsody run` stopped by Ctrl-C (SIGINT) or by a batch system (SIGTERM): running tasks are
+canceled, no task process outlives the run, the summary says so, and the exit code tells which."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+WORKFLOW = """
+[[tasks]]
+uid = "quick"
+executable = "/bin/true"
+
+[[tasks]]
+uid = "sleeper"
+executable = "/bin/sh"
+arguments = ["-c", "echo $$ > {pidfile}; exec sleep 60"]
+
+[[tasks]]
+uid = "after"
+executable = "/bin/true"
+dependencies = ["sleeper"]
+"""
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_cancels_cleanly(tmp_path: Path, sig: signal.Signals, code: int) -> None:
+    pidfile = tmp_path / "sleeper.pid"
+    flow = tmp_path / "flow.toml"
+    flow.write_text(WORKFLOW.format(pidfile=pidfile))
+    run = subprocess.Popen(
+        [sys.executable, "-m", "rhapsody", "run", str(flow), "--no-progress"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},  # one line per message
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (pidfile.exists() and pidfile.read_text().strip()):
+            assert run.poll() is None, run.communicate()[0]
+            assert time.monotonic() < deadline, "the task never started"
+            time.sleep(0.05)
+        sleeper = int(pidfile.read_text())
+        os.kill(run.pid, sig)
+        output, _ = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == code, output
+    assert "interrupted: unfinished tasks were canceled" in output
+    assert "2 canceled" in output and "1 done" in output  # sleeper and its dependent
+    deadline = time.monotonic() + 5
+    while not gone(sleeper) and time.monotonic() < deadline:  # a SIGKILL lands asynchronously
+        time.sleep(0.02)
+    assert gone(sleeper)
