@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -53,6 +54,12 @@ class Allocation:
     gpu_ids: tuple[str, ...]
 
 
+@functools.lru_cache(maxsize=64)
+def _cpu_only(cores: int) -> Allocation:
+    # Immutable, so tasks holding the same number of cores and no GPU share one.
+    return Allocation(cores, ())
+
+
 class ResourcePool:
     """Counts free cores and hands out specific GPU identifiers; never oversubscribes."""
 
@@ -87,7 +94,7 @@ class ResourcePool:
             return None
         self.free_cores -= cores
         if not gpus:
-            return Allocation(cores, ())
+            return _cpu_only(cores)
         taken = tuple(self._free_gpus[:gpus])
         del self._free_gpus[:gpus]
         return Allocation(cores, taken)
