@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ T = TypeVar("T")
 TaskMaker = Callable[[str], "dict[str, Any] | None"]
 
 KINDS = ("ok", "fail", "slow")
+logger = logging.getLogger("rhapsody.testing")
 _runs = itertools.count()
 
 
@@ -107,6 +109,10 @@ def run_state_machine(
             pending = call(_wait_all, list(self.futures.values()), settle_timeout)
             if pending:
                 states = {u: backend.task_state(u) for u, f in self.futures.items() if not f.done()}
+                # Logged at once too: hypothesis then replays the example while shrinking it, and
+                # with tasks that never finish each replay waits `settle_timeout` again, so a
+                # test timeout may come before the final report.
+                logger.error("state machine: %d task(s) never finished: %s", pending, states)
                 raise AssertionError(f"{pending} task(s) never finished: {states}")
             recorder.check_final(self.futures)
             recorder.assert_ok()
