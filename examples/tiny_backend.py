@@ -32,7 +32,7 @@ class TinyBackend(BaseExecutionBackend):
                 if inspect.isawaitable(value):
                     value = await value
             except Exception as exc:
-                return Outcome.failure(f"{type(exc).__name__}: {exc}", exception=exc)
+                return Outcome.raised(exc)
             return Outcome(True, return_value=value)
         assert task.executable is not None
         try:

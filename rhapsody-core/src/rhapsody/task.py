@@ -79,7 +79,7 @@ class TaskDescription:
             if function is not None:
                 raise _bad(uid, "function", "give either 'executable' or 'function', not both")
             if type(executable) is not str or not executable or not _passable(executable):
-                executable = _executable(executable, uid)
+                executable = _path(executable, uid, "executable")
             arguments = _arguments(get("arguments"), uid)
         elif function is not None:
             if not callable(function):
@@ -210,10 +210,6 @@ def _path(raw: Any, uid: str, field: str = "working_directory") -> str:
     if not _passable(raw):
         raise _bad(uid, field, "contains a NUL byte or a character the OS cannot encode")
     return raw
-
-
-def _executable(raw: Any, uid: str) -> str:
-    return _path(raw, uid, "executable")
 
 
 def _arguments(raw: Any, uid: str) -> tuple[str, ...]:

@@ -83,7 +83,7 @@ def _call(task: TaskDescription) -> Outcome:
         if inspect.isawaitable(value):  # an async function: run it on a loop of its own
             value = asyncio.run(_awaited(value))
     except Exception as exc:
-        return Outcome.failure(f"{type(exc).__name__}: {exc}", exception=_portable(exc))
+        return Outcome.raised(exc, _portable(exc))
     return Outcome(True, return_value=value)
 
 

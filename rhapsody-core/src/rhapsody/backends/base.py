@@ -67,6 +67,14 @@ class Outcome:
     def failure(cls, reason: str, **fields: Any) -> Outcome:
         return cls(False, reason, **fields)
 
+    @classmethod
+    def raised(cls, exc: BaseException, exception: BaseException | None = None) -> Outcome:
+        """The failure of a function task that raised `exc` (recorded as `exception`, default
+        `exc` itself)."""
+        return cls(
+            False, f"{type(exc).__name__}: {exc}", exception=exc if exception is None else exception
+        )
+
 
 class ExecutionContext:
     """What a backend's `_execute` gets besides the task: its slot, attempt and a start signal."""
@@ -168,6 +176,12 @@ class BaseExecutionBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._start_lock: asyncio.Lock | None = None
         self._sync_execute = not inspect.iscoroutinefunction(self._execute)
+        self._make_future: Callable[[], asyncio.Future[Any]] = _no_loop_yet
+        # No per-task call when the backend checks nothing (noop: no slots, no override).
+        checks = (
+            resources is not None or type(self)._check_task is not BaseExecutionBackend._check_task
+        )
+        self._admission_check = self._check_task if checks else None
 
     # -- what subclasses implement ---------------------------------------------------------------
     async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
@@ -246,18 +260,7 @@ class BaseExecutionBackend:
                 gc.enable()
 
     def _submit(self, tasks: Sequence[dict[str, Any]]) -> TaskFutures:
-        loop = self._loop
-        assert loop is not None
-        if type(loop).create_future is asyncio.BaseEventLoop.create_future:
-            # What the stock loop's create_future builds, without its Python frame.
-            make_future: Callable[[], asyncio.Future[Any]] = functools.partial(
-                asyncio.Future, loop=loop
-            )
-        else:  # a loop with its own future type (uvloop)
-            make_future = loop.create_future
-        # No per-task call when the backend checks nothing (noop: no slots, no override).
-        check = None if self._pool is None and _checks_nothing(self) else self._check_task
-        nodes = self._graph.admit(tasks, check, make_future)
+        nodes = self._graph.admit(tasks, self._admission_check, self._make_future)
         futures = TaskFutures()
         append = futures.append
         by_uid = futures._by_uid
@@ -372,7 +375,12 @@ class BaseExecutionBackend:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
             if self._status == INITIALIZED:
-                self._loop = asyncio.get_running_loop()
+                self._loop = loop = asyncio.get_running_loop()
+                if type(loop).create_future is asyncio.BaseEventLoop.create_future:
+                    # What the stock loop's create_future builds, without its Python frame.
+                    self._make_future = functools.partial(asyncio.Future, loop=loop)
+                else:  # a loop with its own future type (uvloop)
+                    self._make_future = loop.create_future
                 try:
                     await self._start()
                 except BackendError:
@@ -727,8 +735,8 @@ def _write_outcome(task: dict[str, Any], outcome: Outcome) -> None:
         task.update(outcome.extra)
 
 
-def _checks_nothing(backend: BaseExecutionBackend) -> bool:
-    return type(backend)._check_task is BaseExecutionBackend._check_task
+def _no_loop_yet() -> asyncio.Future[Any]:
+    raise BackendError("the backend is not started")
 
 
 def _dependency_reason(uid: str, state: str) -> str:

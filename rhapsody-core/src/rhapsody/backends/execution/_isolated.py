@@ -105,4 +105,4 @@ async def run(
     kind, value = message
     if kind == "ok":
         return Outcome(True, return_value=value)
-    return Outcome.failure(f"{type(value).__name__}: {value}", exception=value)
+    return Outcome.raised(value)

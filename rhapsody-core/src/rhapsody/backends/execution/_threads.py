@@ -100,7 +100,7 @@ class FunctionThreads:
             if type(value) not in _NOT_AWAITABLE and inspect.isawaitable(value):
                 value = asyncio.run_coroutine_threadsafe(_awaited(value), self._loop).result()
         except BaseException as exc:  # even SystemExit only fails its task
-            return raised(exc)
+            return Outcome.raised(exc)
         return Outcome(True, return_value=value)
 
     def _deliver(self) -> None:
@@ -114,8 +114,3 @@ class FunctionThreads:
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
-
-
-def raised(exc: BaseException) -> Outcome:
-    """The failed Outcome of a function task that raised `exc`."""
-    return Outcome.failure(f"{type(exc).__name__}: {exc}", exception=exc)

@@ -25,7 +25,7 @@ from rhapsody.resources import ResourcePool, detect_cores
 from rhapsody.task import TaskDescription
 
 from . import _isolated, _subprocess
-from ._threads import FunctionThreads, raised
+from ._threads import FunctionThreads
 
 
 class ConcurrentExecutionBackend(BaseExecutionBackend):
@@ -172,7 +172,7 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
                 if inspect.isawaitable(value):
                     value = await value
         except Exception as exc:
-            return raised(exc)
+            return Outcome.raised(exc)
         return Outcome(True, return_value=value)
 
 
