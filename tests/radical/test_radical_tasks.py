@@ -116,6 +116,62 @@ async def test_timeout_and_cancel_stop_the_program(
         raise AssertionError("the cancelled programs still run")
 
 
+async def test_cancels_before_the_start_cost_the_pilot_no_cores(
+    radical_backend: RadicalExecutionBackend,
+) -> None:
+    # RADICAL-Pilot loses a task's cores when a cancel reaches its executor before the task
+    # does. Cancel tasks just as the agent's scheduler hands them on (AGENT_EXECUTING_PENDING),
+    # three times as often as the pilot has cores: RADICAL-Pilot must never see such a cancel,
+    # and the pilot must still run tasks afterwards.
+    loop = asyncio.get_running_loop()
+    cores = radical_backend.pilot_fields["cores"]
+    count = 3 * cores
+    history: dict[str, list[str]] = {}
+    cancels: list[asyncio.Future[bool]] = []
+    all_ended_in_rp = asyncio.Event()
+
+    def cancel(uid: str) -> None:
+        cancels.append(asyncio.ensure_future(radical_backend.cancel_task(uid)))
+
+    def on_rp_state(task: Any, state: str) -> None:  # RADICAL-Pilot's thread
+        if not task.name.startswith("win."):
+            return
+        states = history.setdefault(task.name, [])
+        states.append(state)
+        if state == "AGENT_EXECUTING_PENDING":
+            loop.call_soon_threadsafe(cancel, task.name)
+        ended = [h for h in history.values() if h[-1] in ("DONE", "FAILED", "CANCELED")]
+        if len(ended) == count:
+            loop.call_soon_threadsafe(all_ended_in_rp.set)
+
+    tmgr = radical_backend.task_manager
+    tmgr.register_callback(on_rp_state)
+    try:
+        tasks = [
+            {"uid": f"win.{i}", "executable": "/bin/sleep", "arguments": ["1"]}
+            for i in range(count)
+        ]
+        futures = await radical_backend.submit_tasks(tasks)
+        with anyio.fail_after(WAIT):
+            await asyncio.wait(list(futures))
+            await all_ended_in_rp.wait()  # every task RADICAL-Pilot was given ends there too
+    finally:
+        tmgr.unregister_callback(on_rp_state)
+    assert len(cancels) == count
+    lost = [
+        name
+        for name, states in history.items()
+        if states[-1] == "CANCELED" and "AGENT_EXECUTING" not in states
+    ]
+    assert not lost, f"cancelled between the agent's scheduler and executor: {lost}"
+    assert all(t["state"] in (CANCELED, DONE) for t in tasks)
+    results = await run(
+        radical_backend,
+        *({"uid": f"after.win.{i}", "executable": "/bin/true"} for i in range(2 * cores)),
+    )
+    assert all(r["state"] == DONE for r in results)
+
+
 async def test_callbacks_run_on_the_event_loop_thread(
     radical_backend: RadicalExecutionBackend,
 ) -> None:

@@ -43,17 +43,25 @@ logger = logging.getLogger("rhapsody.radical_pilot")
 T = TypeVar("T")
 # Output kept in the dict when a stream is larger than `max_output` (as the concurrent backend).
 _TAIL_BYTES = 64 * 1024
-# RADICAL-Pilot ignores a cancel that reaches the agent between its AGENT_EXECUTING report and
-# the program's start ("FIXME: this is a race" in its popen executor): the program runs on. So
-# on a local pilot, the processes of cancelled executables still alive this long after the
-# cancel are stopped here.
-_REAP_AFTER = 3.0
+# RADICAL-Pilot 1.103 cannot be trusted to cancel an executable (`tmgr.cancel_tasks`):
+# - a cancel that reaches the agent's executor before the task does makes it drop the task as
+#   CANCELED without releasing its cores; after as many such cancels as the pilot has cores no
+#   task starts again (8 of ~300 random cancels in the conformance state machine did this);
+# - one that arrives while the executor is starting the program makes it publish the task with
+#   its `Popen` object, which fails to serialize: every task of that bulk stays AGENT_EXECUTING;
+# - one that arrives before the program started is ignored ("FIXME: this is a race").
+# So a withdrawn executable is stopped only once the agent reports it executing (not at all if
+# it ends first): on a local pilot by killing its processes until RADICAL-Pilot reports it ended,
+# which frees its cores as for any failed program; on a remote one, whose processes cannot be
+# seen from here, by a cancel sent a little later, when its start is most likely over.
+_KILL_POLL = 0.2
+_REMOTE_CANCEL_DELAY = 2.0
 
 
 class _Attempt:
     """One attempt of a task as RADICAL-Pilot runs it."""
 
-    __slots__ = ("ctx", "future", "task")
+    __slots__ = ("ctx", "executing", "future", "task")
 
     def __init__(
         self,
@@ -64,6 +72,7 @@ class _Attempt:
         self.task = task
         self.ctx = ctx
         self.future = future
+        self.executing = False  # the agent reported it executing
 
 
 class _Inbox:
@@ -182,7 +191,10 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         self._attempts: dict[str, _Attempt] = {}
         self._outbox: dict[str, dict[str, Any]] = {}  # described, not yet submitted
         self._cancels: list[str] = []
-        self._to_reap: set[str] = set()  # cancelled executables whose processes are checked
+        # withdrawn executables (see the note at _KILL_POLL): not yet executing / being stopped
+        self._stop_when_executing: set[str] = set()
+        self._stopping: set[str] = set()
+        self._killer: asyncio.Task[None] | None = None
         self._flush_scheduled = False
         self._submitting = False
         self._pilot_error: str | None = None
@@ -250,6 +262,8 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         runtime = self._runtime
         if runtime is None:
             return
+        if self._killer is not None:
+            self._killer.cancel()  # closing the session stops every task
         await self._close_quietly(runtime)
         leftovers = await asyncio.to_thread(runtime.kill_leftovers)
         if leftovers:
@@ -298,7 +312,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         try:
             outcome, result = await attempt.future
         except asyncio.CancelledError:
-            self._withdraw(uid, task)
+            self._withdraw(uid, attempt)
             raise
         finally:
             self._attempts.pop(uid, None)
@@ -340,40 +354,49 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             why = f"{type(error).__name__}: {error}"
             outcome = Outcome.failure(f"RADICAL-Pilot refused the task: {why}")
             for fields in batch:
+                self._stop_when_executing.discard(fields["uid"])
                 self._resolve(fields["uid"], outcome, {})
         if self._outbox:  # described while this batch was being submitted
             self._schedule_flush()
 
-    def _withdraw(self, uid: str, task: TaskDescription) -> None:
+    def _withdraw(self, uid: str, attempt: _Attempt) -> None:
         """The engine cancelled an attempt (cancel, timeout, shutdown): stop it in RADICAL-Pilot."""
         if self._outbox.pop(uid, None) is not None:
             return  # never submitted
+        if self._closing:
+            return  # closing the session stops every task
+        if attempt.task.is_function:  # raptor's cancel is sound
+            self._send_cancel(uid)
+        elif attempt.executing:
+            self._stop_executable(uid)
+        else:
+            self._stop_when_executing.add(uid)
+
+    def _send_cancel(self, uid: str) -> None:
         self._cancels.append(uid)  # queued behind its submission on the RP thread
         self._schedule_flush()
+
+    def _stop_executable(self, uid: str) -> None:
         assert self._runtime is not None and self._loop is not None
-        if not task.is_function and self._runtime.is_local and not self._closing:
-            if not self._to_reap:
-                self._loop.call_later(_REAP_AFTER, self._reap)
-            self._to_reap.add(uid)
+        self._stopping.add(uid)
+        if not self._runtime.is_local:
+            self._loop.call_later(_REMOTE_CANCEL_DELAY, self._cancel_if_running, uid)
+        elif self._killer is None or self._killer.done():
+            self._killer = asyncio.ensure_future(self._kill_stopping(self._runtime.sid))
+            self._killer.add_done_callback(_log_failure)
 
-    def _reap(self) -> None:
-        uids, self._to_reap = self._to_reap, set()
-        if self._closing or self._runtime is None:
-            return  # shutdown stops every process of the session anyway
-        job = asyncio.ensure_future(
-            asyncio.to_thread(processes.kill_tasks, self._runtime.sid, uids)
-        )
-        job.add_done_callback(self._reaped)
+    def _cancel_if_running(self, uid: str) -> None:
+        if uid in self._stopping and not self._closing:
+            self._stopping.discard(uid)
+            self._send_cancel(uid)
 
-    def _reaped(self, job: asyncio.Future[list[str]]) -> None:
-        if job.cancelled() or job.exception() is not None:
-            _log_failure(job)
-        elif job.result():
-            logger.info(
-                "%s: stopped cancelled tasks RADICAL-Pilot left running: %s",
-                self.name,
-                ", ".join(job.result()),
-            )
+    async def _kill_stopping(self, sid: str) -> None:
+        """Kill the processes of withdrawn executables until RADICAL-Pilot reports them ended."""
+        while self._stopping and not self._closing:
+            stopped = await asyncio.to_thread(processes.kill_tasks, sid, set(self._stopping))
+            if stopped:
+                logger.debug("%s: stopped withdrawn tasks: %s", self.name, ", ".join(stopped))
+            await asyncio.sleep(_KILL_POLL)
 
     def _resolve(self, uid: str, outcome: Outcome, result: dict[str, Any]) -> None:
         attempt = self._attempts.get(uid)
@@ -388,10 +411,19 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         _, uid, _, result = event
         attempt = self._attempts.get(uid)
         if attempt is None:
+            if uid in self._stop_when_executing:
+                self._stop_when_executing.discard(uid)
+                if result is None:  # executing now
+                    self._stop_executable(uid)
+                return
+            if result is not None and uid in self._stopping:
+                self._stopping.discard(uid)
+                return
             if uid in self._raptor_uids and result is not None and not self._closing:
                 self._on_raptor_final(uid, result)
             return
         if result is None:
+            attempt.executing = True
             attempt.ctx.started()
             return
         task = attempt.task
