@@ -9,8 +9,8 @@
 #
 #   tests/radical/run_isolated.sh [pytest arguments...]      # default path: tests/radical
 #
-# `unshare -n` needs root (or unprivileged user namespaces); without it the tests run in the
-# host's network. PYTHON overrides the interpreter (default: the repository's .venv).
+# `unshare -n` needs root (or unprivileged user namespaces) and `ip` to bring loopback up;
+# without them the tests run in the host's network. PYTHON overrides the interpreter (default: the repository's .venv).
 # The scratch directory is removed after a passing run and kept (its path printed) otherwise.
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,11 +25,12 @@ done
 
 # Inside the new session: bring loopback up when in a fresh namespace, then become pytest.
 inner='if [ "$1" = netns ]; then ip link set lo up || exit 2; fi; shift; exec "$@"'
-if unshare -n true 2>/dev/null; then
+if unshare -n true 2>/dev/null && command -v ip >/dev/null 2>&1; then
     setsid unshare -n sh -c "$inner" sh netns "$python" -m pytest $target \
         --basetemp="$scratch/pytest" "$@" &
 else
-    echo "run_isolated.sh: cannot create a network namespace; using the host's network" >&2
+    echo "run_isolated.sh: cannot create a network namespace (needs root and iproute2's ip);" \
+        "using the host's network" >&2
     setsid sh -c "$inner" sh host "$python" -m pytest $target --basetemp="$scratch/pytest" "$@" &
 fi
 # A background job of a script is no group leader, so setsid needs no fork: $! leads the session.
