@@ -172,6 +172,37 @@ async def test_cancels_before_the_start_cost_the_pilot_no_cores(
     assert all(r["state"] == DONE for r in results)
 
 
+async def test_on_a_remote_pilot_a_running_executable_is_cancelled_through_rp(
+    radical_backend: RadicalExecutionBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A remote pilot's processes cannot be seen from here: RADICAL-Pilot's cancel is used, a
+    # little after the start. Pretend this local pilot is remote.
+    assert radical_backend._runtime is not None
+    monkeypatch.setattr(radical_backend._runtime, "is_local", False)
+    ended_in_rp = asyncio.Event()
+
+    def on_rp_state(task: Any, state: str) -> None:  # RADICAL-Pilot's thread
+        if task.name == "remote.cancel" and state == "CANCELED":
+            loop.call_soon_threadsafe(ended_in_rp.set)
+
+    loop = asyncio.get_running_loop()
+    running = asyncio.Event()
+    radical_backend.register_callback(
+        lambda t, s: running.set() if (t["uid"], s) == ("remote.cancel", EXECUTING) else None
+    )
+    radical_backend.task_manager.register_callback(on_rp_state)
+    try:
+        task = {"uid": "remote.cancel", "executable": "/bin/sleep", "arguments": ["60"]}
+        [future] = await radical_backend.submit_tasks([task])
+        with anyio.fail_after(WAIT):
+            await running.wait()
+            assert await radical_backend.cancel_task("remote.cancel")
+            await ended_in_rp.wait()
+    finally:
+        radical_backend.task_manager.unregister_callback(on_rp_state)
+    assert future.cancelled() and task["state"] == CANCELED
+
+
 async def test_callbacks_run_on_the_event_loop_thread(
     radical_backend: RadicalExecutionBackend,
 ) -> None:
