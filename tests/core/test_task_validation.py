@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from rhapsody.backends.execution import NoopExecutionBackend
 from rhapsody.errors import RhapsodyError, TaskValidationError
-from rhapsody.task import TaskDescription
+from rhapsody.task import DESCRIPTION_FIELDS, TaskDescription
 
 BAD = [
     ({"uid": "t"}, "executable", "either 'executable' or 'function'"),
@@ -136,26 +136,7 @@ values = st.one_of(
     st.lists(st.text(), max_size=3),
     st.dictionaries(st.text(), st.text(), max_size=3),
 )
-fields = st.sampled_from(
-    [
-        "executable",
-        "arguments",
-        "function",
-        "args",
-        "kwargs",
-        "environment",
-        "working_directory",
-        "dependencies",
-        "cores",
-        "gpus",
-        "timeout",
-        "retries",
-        "shell",
-        "isolation",
-        "task_backend_specific_kwargs",
-        "uid",
-    ]
-)
+fields = st.sampled_from([*DESCRIPTION_FIELDS, "uid"])
 
 
 @given(st.dictionaries(fields, values, max_size=6))

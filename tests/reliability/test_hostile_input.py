@@ -19,6 +19,7 @@ from reliability_support import WAIT
 from rhapsody.backends.execution import ConcurrentExecutionBackend
 from rhapsody.errors import RhapsodyError, TaskExecutionError, TaskValidationError
 from rhapsody.states import DONE, FINAL_STATES
+from rhapsody.task import DESCRIPTION_FIELDS
 
 EXAMPLES = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -93,20 +94,8 @@ WRONG = st.one_of(
     st.sets(st.integers(), max_size=3),
     st.just(object()),
 )
-FIELDS = [
-    "executable",
-    "arguments",
-    "environment",
-    "working_directory",
-    "dependencies",
-    "cores",
-    "gpus",
-    "timeout",
-    "retries",
-    "shell",
-    "isolation",
-    "task_backend_specific_kwargs",
-]
+# Every description field but the function ones: these tasks run executables.
+FIELDS = [f for f in DESCRIPTION_FIELDS if f not in ("function", "args", "kwargs")]
 
 
 @settings(EXAMPLES)

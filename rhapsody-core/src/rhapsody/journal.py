@@ -28,28 +28,10 @@ from typing import Any
 from rhapsody.backends.base import TaskFutures
 from rhapsody.errors import RhapsodyError
 from rhapsody.states import DONE, FINAL_STATES
+from rhapsody.task import DESCRIPTION_FIELDS
 
 SCHEMA_VERSION = 1
 
-# The task dict fields that define what a task computes. Where it runs (`backend`) and
-# bookkeeping fields are left out: a resumed run may use another backend.
-DESCRIPTION_FIELDS = (
-    "executable",
-    "arguments",
-    "function",
-    "args",
-    "kwargs",
-    "environment",
-    "working_directory",
-    "dependencies",
-    "cores",
-    "gpus",
-    "timeout",
-    "retries",
-    "shell",
-    "isolation",
-    "task_backend_specific_kwargs",
-)
 # What a DONE task produced, kept when it survives a JSON round trip unchanged.
 RESULT_FIELDS = ("stdout", "stderr", "exit_code", "return_value", "stdout_file", "stderr_file")
 

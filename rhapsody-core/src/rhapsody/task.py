@@ -16,6 +16,25 @@ import attrs
 from rhapsody.errors import TaskValidationError
 
 ISOLATION_MODES = ("thread", "process")
+#: The task dict keys that say what a task computes and needs: what `from_dict` reads, less
+#: `uid` and `secret_environment` (a secret's value is never stored, not even hashed).
+DESCRIPTION_FIELDS = (
+    "executable",
+    "arguments",
+    "function",
+    "args",
+    "kwargs",
+    "environment",
+    "working_directory",
+    "dependencies",
+    "cores",
+    "gpus",
+    "timeout",
+    "retries",
+    "shell",
+    "isolation",
+    "task_backend_specific_kwargs",
+)
 #: what stands for a secret's value wherever a secret could be shown (reprs, errors)
 MASK = "***"
 # Keys of `task_backend_specific_kwargs` that AsyncFlow uses for fields we have at top level.
