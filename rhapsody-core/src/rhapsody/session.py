@@ -91,17 +91,25 @@ class Session:
         With a journal, tasks it holds as DONE resolve at once instead of running."""
         self._check_open()
         tasks = list(tasks)
-        self._route(tasks)  # the whole batch is checked, resumed tasks included
+        groups = self._route(tasks)  # the whole batch is checked, resumed tasks included
         if self._journal is None:
-            futures = await self._submit_routed(tasks)
+            futures = await self._submit_routed(tasks, groups)
         else:
             futures = await self._journal.submit(tasks, self._submit_routed)
         self._futures.update(futures.items())
         return futures
 
-    async def _submit_routed(self, tasks: list[dict[str, Any]]) -> TaskFutures:
+    async def _submit_routed(
+        self,
+        tasks: list[dict[str, Any]],
+        groups: dict[str, list[dict[str, Any]]] | None = None,
+    ) -> TaskFutures:
+        """Submit `tasks` in their `groups` (routed here when not given: the journal submits
+        only the tasks it does not resume)."""
         by_uid: dict[str, asyncio.Future[Any]] = {}
-        for name, group in self._route(tasks).items():
+        if groups is None:
+            groups = self._route(tasks)
+        for name, group in groups.items():
             futures = await self._backends[name].submit_tasks(group)
             by_uid.update(futures.items())
         return TaskFutures((task["uid"], by_uid[task["uid"]]) for task in tasks)

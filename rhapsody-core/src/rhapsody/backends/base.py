@@ -418,8 +418,7 @@ class BaseExecutionBackend:
             self._move(node, EXECUTING)
             # The timeout counts from the real start, not from the launch: a backend whose
             # engine queues tasks (dask, a pilot) must not time them out while they wait.
-            if node.desc.timeout is not None:
-                self._arm_timeout(node)
+            self._arm_timeout(node)
 
     def _arm_timeout(self, node: Node) -> None:
         if node.desc.timeout is None:

@@ -93,15 +93,7 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
 
     def _check_task(self, task: TaskDescription) -> None:
         super()._check_task(task)
-        if (
-            task.function is not None
-            and task.isolation == "thread"
-            and (
-                task.environment is not None
-                or task.secret_environment is not None
-                or task.working_directory is not None
-            )
-        ):
+        if task.function is not None and task.isolation == "thread":
             for field in ("environment", "secret_environment", "working_directory"):
                 if getattr(task, field) is not None:
                     raise TaskValidationError(
@@ -136,8 +128,8 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
                 self._kill_grace,
                 self._running,
             )
-        env = self._env_for(task, ctx)
         if task.isolation == "process":
+            env = self._env_for(task, ctx)
             return await _isolated.run(task, ctx, env, self._kill_grace, self._running)
         return await self._run_function(task, ctx)
 
