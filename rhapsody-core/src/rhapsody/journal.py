@@ -28,7 +28,7 @@ from typing import Any
 from rhapsody.backends.base import TaskFutures
 from rhapsody.errors import RhapsodyError
 from rhapsody.states import DONE, FINAL_STATES
-from rhapsody.task import DESCRIPTION_FIELDS
+from rhapsody.task import DESCRIPTION_FIELDS, dependency_uids
 
 SCHEMA_VERSION = 1
 
@@ -78,16 +78,6 @@ def describe(task: Mapping[str, Any]) -> str:
 
 def description_hash(description: str) -> str:
     return hashlib.sha256(description.encode()).hexdigest()
-
-
-def dependency_uids(task: Mapping[str, Any]) -> list[str]:
-    """The uids `task` depends on (a task dict in the list stands for its uid)."""
-    uids = []
-    for dep in task.get("dependencies") or ():
-        uid = dep.get("uid") if isinstance(dep, Mapping) else dep
-        if isinstance(uid, str):
-            uids.append(uid)
-    return uids
 
 
 def _canonical(value: Any) -> Any:

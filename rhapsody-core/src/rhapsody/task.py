@@ -192,6 +192,17 @@ class TaskDescription:
         )
 
 
+def dependency_uids(task: Mapping[str, Any]) -> list[str]:
+    """The uids `task` depends on (a task dict in the list stands for its uid), read leniently
+    from a raw task dict: what is not a uid is skipped (validation reports it)."""
+    uids = []
+    for dep in task.get("dependencies") or ():
+        uid = dep.get("uid") if isinstance(dep, Mapping) else dep
+        if isinstance(uid, str):
+            uids.append(uid)
+    return uids
+
+
 def _bad(uid: str, field: str, message: str) -> TaskValidationError:
     return TaskValidationError(message, uid=uid, field=field)
 

@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from rhapsody.journal import dependency_uids
 from rhapsody.states import EXECUTING, EXECUTING_PENDING, FINAL_STATES
+from rhapsody.task import dependency_uids
 
 if TYPE_CHECKING:
     from rhapsody.backends.base import BaseExecutionBackend, Callback
