@@ -86,7 +86,7 @@ async def test_backends_give_secrets_to_the_task_and_to_nothing_else(
         async with started(name, tmp_path / "work") as backend:
             recorder.attach(backend)
             backend.register_callback(journal.record)
-            futures = await journal.submit(tasks, backend.submit_tasks)
+            futures = await journal.submit(tasks, backend.submit_tasks, backend.adopt_done)
             results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), WAIT)
     assert (tmp_path / "token.out").read_text() == SECRET
     assert [type(r) for r in results] == [dict, TaskExecutionError, TaskExecutionError]

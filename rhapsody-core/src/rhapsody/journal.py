@@ -2,7 +2,7 @@
 
     journal = Journal("run.db")
     backend.register_callback(journal.record)
-    futures = await journal.submit(tasks, backend.submit_tasks)
+    futures = await journal.submit(tasks, backend.submit_tasks, backend.adopt_done)
 
 `Journal.record` stores each transition with its time; a task's final state is committed before
 the callback returns, so once a task's DONE callback ran its result survives the process being
@@ -57,6 +57,7 @@ CREATE INDEX IF NOT EXISTS transitions_by_uid ON transitions(uid);
 """
 
 Submit = Callable[[list[dict[str, Any]]], Awaitable[Sequence[asyncio.Future[Any]]]]
+Adopt = Callable[[Iterable[str]], None]
 
 
 class JournalError(RhapsodyError):
@@ -129,8 +130,11 @@ class Journal:
         return cursor.lastrowid
 
     # -- resuming --------------------------------------------------------------------------
-    async def submit(self, tasks: Iterable[dict[str, Any]], submit: Submit) -> TaskFutures:
-        """Submit `tasks` through `submit`, except those the journal holds as DONE.
+    async def submit(
+        self, tasks: Iterable[dict[str, Any]], submit: Submit, adopt: Adopt
+    ) -> TaskFutures:
+        """Submit `tasks` through `submit`, except those the journal holds as DONE, which are
+        given to `adopt` (a backend's `adopt_done`) so that the tasks that run may depend on them.
 
         A task is resumed (not run) when its uid is DONE in the journal with the same
         description, its recorded result is complete, and each of its dependencies was resumed
@@ -146,18 +150,8 @@ class Journal:
                 futures[task["uid"]] = self._resume(task, resumed[task["uid"]], loop)
         to_run = [task for task in tasks if task.get("uid") not in resumed]
         self._forget(to_run)
-        # The engine only knows tasks it ran: dependencies on resumed tasks (DONE already) are
-        # left out of what it reads at admission, then given back to the caller's dicts.
-        originals = []
-        for task in to_run:
-            dependencies = task.get("dependencies")
-            if self._strip(task):
-                originals.append((task, dependencies))
-        try:
-            submitted = await submit(to_run) if to_run else []
-        finally:
-            for task, dependencies in originals:
-                task["dependencies"] = dependencies
+        adopt(resumed)
+        submitted = await submit(to_run) if to_run else []
         # The engine gave uids to tasks that had none: read them back from the dicts.
         futures.update(zip((task["uid"] for task in to_run), submitted, strict=True))
         return TaskFutures((task["uid"], futures[task["uid"]]) for task in tasks)
@@ -204,18 +198,6 @@ class Journal:
             bind(future)
         self.skipped.add(task["uid"])
         return future
-
-    def _strip(self, task: dict[str, Any]) -> bool:
-        dependencies = task.get("dependencies")
-        if not dependencies or not any(d in self.skipped for d in dependency_uids(task)):
-            return False
-        kept = [
-            d
-            for d in dependencies
-            if (d.get("uid") if isinstance(d, Mapping) else d) not in self.skipped
-        ]
-        task["dependencies"] = kept
-        return True
 
     def _forget(self, tasks: list[dict[str, Any]]) -> None:
         """Record the descriptions of tasks about to run, dropping any DONE record they had:

@@ -95,7 +95,7 @@ class Session:
         if self._journal is None:
             futures = await self._submit_routed(tasks, groups)
         else:
-            futures = await self._journal.submit(tasks, self._submit_routed)
+            futures = await self._journal.submit(tasks, self._submit_routed, self._adopt_done)
         self._futures.update(futures.items())
         return futures
 
@@ -113,6 +113,12 @@ class Session:
             futures = await self._backends[name].submit_tasks(group)
             by_uid.update(futures.items())
         return TaskFutures((task["uid"], by_uid[task["uid"]]) for task in tasks)
+
+    def _adopt_done(self, uids: Iterable[str]) -> None:
+        # Any backend's tasks may depend on a resumed task.
+        uids = list(uids)
+        for backend in self._backends.values():
+            backend.adopt_done(uids)
 
     def _route(self, tasks: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         """Tasks grouped by the name of the backend each goes to."""

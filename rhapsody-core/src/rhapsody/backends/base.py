@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from rhapsody.errors import BackendError, TaskExecutionError
+from rhapsody.errors import BackendError, TaskExecutionError, TaskValidationError
 from rhapsody.graph import Node, TaskGraph
 from rhapsody.resources import Allocation, ResourcePool
 from rhapsody.states import (
@@ -240,6 +240,15 @@ class BaseExecutionBackend:
     def task_state(self, uid: str) -> str | None:
         """The lifecycle state of task `uid` (None if unknown)."""
         return self._graph.state_of(uid)
+
+    def adopt_done(self, uids: Iterable[str]) -> None:
+        """Count tasks that finished elsewhere (resumed from a journal) as DONE here: later
+        tasks may depend on them, and their uids cannot be submitted again."""
+        live, finished = self._graph.live, self._graph.finished
+        for uid in uids:
+            if uid in live:
+                raise TaskValidationError("uid is still running here", uid=uid, field="uid")
+            finished[uid] = DONE
 
     async def submit_tasks(self, tasks: Sequence[dict[str, Any]]) -> TaskFutures:
         """Validate and submit a batch (all or nothing). Returns one future per task, in order."""

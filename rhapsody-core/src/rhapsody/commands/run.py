@@ -120,7 +120,7 @@ async def _run(flow: workflows.Workflow, name: str, args: argparse.Namespace) ->
             if journal is None:
                 futures = await backend.submit_tasks(flow.tasks)
             else:
-                futures = await journal.submit(flow.tasks, backend.submit_tasks)
+                futures = await journal.submit(flow.tasks, backend.submit_tasks, backend.adopt_done)
                 states.update(dict.fromkeys(journal.skipped, DONE))
         except TaskValidationError as exc:
             console.print(
