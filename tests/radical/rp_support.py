@@ -7,6 +7,7 @@ from typing import Any
 
 import psutil
 
+from rhapsody.platforms import PlatformDescription
 from rhapsody_radical.backend import RadicalExecutionBackend
 from rhapsody_radical.processes import session_processes
 
@@ -15,10 +16,19 @@ HERE = Path(__file__).resolve().parent
 WAIT = 90.0
 
 
+# This machine described as a platform: every pilot test goes through `platform=`, the
+# argument that moves a workflow to an HPC allocation (where it names the site's label,
+# partition and account instead).
+THIS_MACHINE = PlatformDescription(
+    name="this machine", resource_manager="local", radical_resource="local.localhost"
+)
+
+
 def make_backend(**kwargs: Any) -> RadicalExecutionBackend:
     """A local test pilot, not started. `local.localhost` lets a pilot claim more cores than the
     machine has: 6 = raptor master (1) + a 2-core raptor worker + 3 for executables."""
     options: dict[str, Any] = {
+        "platform": THIS_MACHINE,
         "cores": 6,
         "raptor_worker_cores": 2,
         "runtime": 30,
