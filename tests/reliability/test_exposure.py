@@ -1,11 +1,15 @@
-"""No backend exposes a listening socket beyond loopback while it runs tasks (the embedded dask
-cluster's scheduler, workers, nannies and dashboard; a pilot's endpoints)."""
+"""No backend exposes a listening socket beyond loopback while it runs tasks: the embedded dask
+cluster's scheduler, workers, nannies and dashboard; a local pilot's client, bridges, agent and
+raptor processes (most of them daemons outside this process tree: they are found by their
+working directory, inside the test's; their environment cannot be read, setproctitle reuses
+its memory)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import ipaddress
+import time
 from pathlib import Path
 
 import psutil
@@ -19,49 +23,50 @@ pytestmark = pytest.mark.anyio
 RUNNING = 4
 
 
-def listening() -> list[tuple[int, str, int]]:
-    """(pid, address, port) of every listening inet socket of this process tree."""
+def listening(root: Path) -> list[tuple[int, str, str, int]]:
+    """(pid, name, address, port) of every listening inet socket of this process tree and of
+    every process working in `root`."""
     me = psutil.Process()
+    procs = {me.pid: me, **{p.pid: p for p in me.children(recursive=True)}}
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if Path(proc.cwd()).is_relative_to(root):
+                procs[proc.pid] = proc
     found = []
-    for proc in [me, *me.children(recursive=True)]:
+    for proc in procs.values():
         with contextlib.suppress(psutil.Error):  # exited meanwhile
             for conn in proc.net_connections(kind="inet"):
                 if conn.status == psutil.CONN_LISTEN:
-                    found.append((proc.pid, conn.laddr.ip, conn.laddr.port))
+                    found.append((proc.pid, proc.name(), conn.laddr.ip, conn.laddr.port))
     return found
 
 
 @pytest.mark.parametrize("name", installed_backends())
-async def test_listens_on_loopback_only(
-    name: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    if name == "radical_pilot":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="radical.utils binds every ZMQ endpoint on all interfaces "
-                "(zmq_bind: 'tcp://*:<port>', radical.utils 1.x): RADICAL_DEFAULT_IFACE=lo only "
-                "changes the advertised address. Confine local pilots in a network namespace "
-                "(docs/backends/radical_pilot.md).",
-            )
-        )
+async def test_listens_on_loopback_only(name: str, tmp_path: Path) -> None:
     running: set[str] = set()
     async with started(name, tmp_path / "work") as backend:
         backend.register_callback(
             lambda task, state: running.add(task["uid"]) if state == EXECUTING else None
         )
         task = {"executable": "/bin/sleep", "arguments": ["5"], "timeout": 4}
-        futures = await backend.submit_tasks([dict(task) for _ in range(RUNNING)])
+        # a function task too: a pilot runs those on raptor, which has endpoints of its own
+        function = {"uid": "expo.function", "function": time.sleep, "args": [3]}
+        futures = await backend.submit_tasks([dict(task) for _ in range(RUNNING)] + [function])
         # sample while tasks run (noop finishes them at once: it is sampled all the same)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WAIT
-        while not running:
+        while "expo.function" not in running or len(running) < 2:
             await asyncio.sleep(0.05)
-            assert loop.time() < deadline, "no task started"
-        sockets = listening()
+            assert loop.time() < deadline, f"tasks did not start: {sorted(running)}"
+        sockets = listening(tmp_path)
         await backend.cancel_all_tasks()
         await asyncio.gather(*futures, return_exceptions=True)
-    exposed = [s for s in sockets if not ipaddress.ip_address(s[1]).is_loopback]
+    exposed = [s for s in sockets if not ipaddress.ip_address(s[2]).is_loopback]
     assert not exposed, f"listening beyond loopback: {exposed}"
+    names = {s[1] for s in sockets}
     if name == "dask":  # the check saw the cluster: scheduler, workers, dashboard
         assert len(sockets) >= 3, sockets
+    if name == "radical_pilot":  # ... and the pilot's daemons, outside this process tree
+        assert {"rp.agent.0", "rp.client_queue"} <= names, names
+        assert any(n.startswith("radical-pilot-r") for n in names), names  # raptor
+        assert len(sockets) >= 40, sockets

@@ -2,5 +2,6 @@
 
 `rhapsody.get_backend("radical_pilot", ...)` loads `rhapsody_radical.backend`; importing this
 package does not import RADICAL-Pilot. `rhapsody_radical.hermetic` confines RADICAL-Pilot to a
-scratch directory and the loopback interface (tests, benchmarks, machines without network).
+scratch directory (tests, benchmarks, machines without network); `rhapsody_radical.loopback`
+keeps a local pilot's endpoints on the loopback interface.
 """

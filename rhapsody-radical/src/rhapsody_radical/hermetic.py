@@ -1,9 +1,9 @@
 """Run RADICAL-Pilot self-contained on one machine: for tests, benchmarks and air-gapped laptops.
 
-RADICAL-Pilot keeps state under `$HOME` (sandboxes, id counters, launcher scripts), advertises
-its ZMQ endpoints on the first network interface, and its profilers ask an internet NTP server
-for the time. `hermetic_env(home)` returns the environment that keeps all of that inside `home`
-and on the loopback interface; `hermetic(home)` applies it to `os.environ` for a `with` block.
+RADICAL-Pilot keeps state under `$HOME` (sandboxes, id counters, launcher scripts) and its
+profilers ask an internet NTP server for the time. `hermetic_env(home)` returns the environment
+that keeps all of that inside `home`; `hermetic(home)` applies it to `os.environ` for a `with`
+block. (The backend itself keeps a local pilot's endpoints on loopback: `loopback`.)
 
 The backend never does this on its own: real users keep their `$HOME` and their site's network
 setup. Call it explicitly (tests and `benchmarks/bench_radical.py` do) before creating the backend,
@@ -48,7 +48,6 @@ def hermetic_env(home: str | os.PathLike[str], venv: str | None = None) -> dict[
         "PATH": os.pathsep.join(path),
         "RADICAL_PILOT_BASE": str(root),  # the client's session directories
         "TMPDIR": str(tmp),  # launcher leftovers (psij node lists are never deleted)
-        "RADICAL_DEFAULT_IFACE": "lo",  # every ZMQ endpoint on 127.0.0.1
         "RADICAL_PROFILE": "FALSE",
         "RADICAL_REPORT": "FALSE",
     }

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import radical.pilot as rp  # type: ignore[import-untyped]
 import radical.utils as ru  # type: ignore[import-untyped]
 
-from rhapsody_radical import processes
+from rhapsody_radical import loopback, processes
 from rhapsody_radical.states import FINAL
 
 T = TypeVar("T")
@@ -115,6 +115,7 @@ class Runtime:
         # returns, they are the children that were not there before it was called.
         self._forks: list[multiprocessing.process.BaseProcess] = []
         self._before_session: set[multiprocessing.process.BaseProcess] | None = None
+        self._unconfine: Callable[[], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float) -> None:
@@ -125,6 +126,9 @@ class Runtime:
         """
         deadline = time.monotonic() + timeout
         check_resource(self.resource)
+        if self.resource.startswith("local."):
+            # before the session: its bridges and the agent inherit the environment it sets
+            self._unconfine = loopback.confine()
         self._before_session = set(multiprocessing.active_children())
         self.session = rp.Session(uid=self.sid)
         self._forks = self._new_children()
@@ -162,7 +166,11 @@ class Runtime:
             self.session.close(download=False)
 
     def kill_leftovers(self) -> list[str]:
-        """Stop whatever process of this session is still alive (see `processes`)."""
+        """Stop whatever process of this session is still alive (see `processes`), the last
+        step of every way out of a runtime."""
+        if self._unconfine is not None:
+            self._unconfine()
+            self._unconfine = None
         stopped = processes.kill_session(self.sid)
         for child in self._new_children() if self._before_session is not None else self._forks:
             if child.is_alive():
