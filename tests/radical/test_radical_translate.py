@@ -56,6 +56,14 @@ def test_exit_status_reasons() -> None:
     assert outcome(exit_code=137).exit_code == -9
     missing = outcome(exit_code=127, stderr="x.sh: line 5: /x: No such file or directory\n")
     assert missing.reason == "cannot start '/x': no such executable (exit code 127)"
+    too_long = outcome(exit_code=126, stderr="x.sh: line 9: /x: Argument list too long\n")
+    assert too_long.reason == "cannot start '/x': Argument list too long (exit code 126)"
+    denied = outcome(exit_code=126, stderr="x.sh: line 9: /x: Permission denied\n")
+    assert denied.reason == "cannot start '/x': Permission denied (exit code 126)"
+    # a program that ran and exits 126 or 127 itself is not one that could not start
+    assert outcome(exit_code=126, stderr="oops\n").reason == "exit code 126"
+    other = outcome(exit_code=127, stderr="x.sh: line 9: /y: No such file or directory\n")
+    assert other.reason == "exit code 127"
     assert outcome(exit_code=2).reason == "exit code 2"
     lost = outcome(exception='RuntimeError("pilot died")', exception_detail="pilot p.0 is final")
     assert (

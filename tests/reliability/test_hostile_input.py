@@ -1,10 +1,12 @@
-"""Hostile task dicts: each one is rejected with a `TaskValidationError` naming the task and the
-field, or runs correctly; either way the backend keeps serving (a normal task submitted after
-every example must run)."""
+"""Hostile task dicts, on every installed backend: each one is rejected with a
+`TaskValidationError` naming the task and the field, or runs correctly; either way the backend
+keeps serving (a normal task submitted after every example must run). One backend serves a
+whole module per backend name (a pilot takes half a minute to start), so every uid is fresh."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -12,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from reliability_support import WAIT
+from reliability_support import WAIT, installed_backends, started
 
-from rhapsody.backends.execution import ConcurrentExecutionBackend
 from rhapsody.errors import RhapsodyError, TaskExecutionError, TaskValidationError
 from rhapsody.states import DONE, FINAL_STATES
 from rhapsody.task import DESCRIPTION_FIELDS
@@ -41,14 +42,21 @@ SHELL_TRICKS = [
 
 
 class Serving:
-    """One started backend on one event loop, shared by a test's examples."""
+    """One started backend on one event loop, shared by the module's tests and examples."""
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, name: str, work_dir: Path) -> None:
+        self.name = name
         self.loop = asyncio.new_event_loop()
         self.work_dir = work_dir
         work_dir.mkdir(parents=True)
-        self.backend = self.run(ConcurrentExecutionBackend(cores=4, work_dir=work_dir))
+        self._stack = contextlib.AsyncExitStack()
+        self.backend = self.run(self._stack.enter_async_context(started(name, work_dir)))
         self.count = 0
+
+    def uid(self, prefix: str) -> str:
+        """A uid no earlier test of the module used."""
+        self.count += 1
+        return f"{prefix}.{self.count}"
 
     def run(self, awaitable: Any) -> Any:
         return self.loop.run_until_complete(asyncio.wait_for(awaitable, WAIT))
@@ -64,20 +72,29 @@ class Serving:
         return result
 
     def still_serves(self) -> None:
-        self.count += 1
-        [task] = self.submit({"uid": f"sentinel.{self.count}", "executable": "/bin/true"})
+        [task] = self.submit({"uid": self.uid("sentinel"), "executable": "/bin/true"})
         assert task["state"] == DONE
 
     def close(self) -> None:
-        self.run(self.backend.shutdown())
+        self.run(self._stack.aclose())
         self.loop.close()
 
 
-@pytest.fixture
-def serving(tmp_path: Path) -> Iterator[Serving]:
-    serving = Serving(tmp_path / "work")
+@pytest.fixture(scope="module", params=installed_backends())
+def serving(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Serving]:
+    serving = Serving(request.param, tmp_path_factory.mktemp(request.param) / "work")
     yield serving
     serving.close()
+
+
+@pytest.fixture
+def running(serving: Serving) -> Serving:
+    """`serving`, for the tests that read what a program printed."""
+    if serving.name == "noop":
+        pytest.skip("noop runs no program")
+    return serving
 
 
 # -- wrong types -------------------------------------------------------------------------------
@@ -101,7 +118,7 @@ FIELDS = [f for f in DESCRIPTION_FIELDS if f not in ("function", "args", "kwargs
 @settings(EXAMPLES)
 @given(field=st.sampled_from(FIELDS), value=WRONG)
 def test_wrong_types_are_rejected_or_run(serving: Serving, field: str, value: Any) -> None:
-    uid = f"wrong.{serving.count}"
+    uid = serving.uid("wrong")
     task = {"uid": uid, "executable": "/bin/true", field: value}
     try:
         [result] = serving.submit(task)
@@ -122,8 +139,9 @@ def test_wrong_types_are_rejected_or_run(serving: Serving, field: str, value: An
     ids=repr,
 )
 def test_environment_values_must_be_strings(serving: Serving, environment: Any) -> None:
-    with pytest.raises(TaskValidationError, match=r"task 'env', field 'environment'"):
-        serving.submit({"uid": "env", "executable": "/bin/true", "environment": environment})
+    uid = serving.uid("env")
+    with pytest.raises(TaskValidationError, match=rf"task '{uid}', field 'environment'"):
+        serving.submit({"uid": uid, "executable": "/bin/true", "environment": environment})
     serving.still_serves()
 
 
@@ -135,12 +153,14 @@ ARGUMENT = st.one_of(st.sampled_from(SHELL_TRICKS), st.text(max_size=30))
 
 @settings(EXAMPLES)
 @given(arguments=st.lists(ARGUMENT, min_size=1, max_size=6))
+@example(arguments=["\r", "a\r\nb"])  # RADICAL-Pilot's own copy of stdout reads '\r' as '\n'
 def test_arguments_are_passed_verbatim_never_interpreted(
-    serving: Serving, arguments: list[str]
+    running: Serving, arguments: list[str]
 ) -> None:
+    serving = running
     canary = serving.work_dir / "canary"
     canary.touch()
-    uid = f"argv.{serving.count}"
+    uid = serving.uid("argv")
     task = {
         "uid": uid,
         "executable": PRINT_ARGV[0],
@@ -159,13 +179,14 @@ def test_arguments_are_passed_verbatim_never_interpreted(
 
 @pytest.mark.parametrize("trick", SHELL_TRICKS[:5])
 def test_with_shell_arguments_are_quoted_and_the_command_line_is_interpreted(
-    serving: Serving, trick: str
+    running: Serving, trick: str
 ) -> None:
+    serving = running
     canary = serving.work_dir / "canary"
     canary.touch()
     [result] = serving.submit(
         {
-            "uid": "shell",
+            "uid": serving.uid("shell"),
             "executable": "echo $((6 * 7))",
             "arguments": [trick],
             "shell": True,
@@ -177,11 +198,12 @@ def test_with_shell_arguments_are_quoted_and_the_command_line_is_interpreted(
     serving.still_serves()
 
 
-def test_huge_and_strange_strings(serving: Serving) -> None:
+def test_huge_and_strange_strings(running: Serving) -> None:
+    serving = running
     unicode = ["ünïcødé", "日本語", "🙂", "\u200b", "\r\n\t", "a" * 100_000]
     [ok] = serving.submit(
         {
-            "uid": "日本語 " * 1000,
+            "uid": serving.uid("日本語 " * 1000),
             "executable": PRINT_ARGV[0],
             "arguments": [PRINT_ARGV[1], *unicode],
         }
@@ -189,14 +211,16 @@ def test_huge_and_strange_strings(serving: Serving) -> None:
     assert ok["stdout"].split("\x00")[:-1] == unicode
     # one argument over the kernel's limit (128 KiB): the launch fails, and says why
     [too_big] = serving.submit(
-        {"uid": "too-big", "executable": "/bin/true", "arguments": ["x" * (1 << 20)]}
+        {"uid": serving.uid("too-big"), "executable": "/bin/true", "arguments": ["x" * (1 << 20)]}
     )
     assert isinstance(too_big, TaskExecutionError)
     assert "cannot start '/bin/true': Argument list too long" in str(too_big)
     with pytest.raises(TaskValidationError, match="field 'executable'"):
-        serving.submit({"uid": "nul", "executable": "/bin/true\x00; rm -rf /"})
+        serving.submit({"uid": serving.uid("nul"), "executable": "/bin/true\x00; rm -rf /"})
     with pytest.raises(TaskValidationError, match="field 'arguments'"):
-        serving.submit({"uid": "surrogate", "executable": "/bin/true", "arguments": ["\ud800"]})
+        serving.submit(
+            {"uid": serving.uid("surrogate"), "executable": "/bin/true", "arguments": ["\ud800"]}
+        )
     serving.still_serves()
 
 
@@ -204,35 +228,37 @@ def test_huge_and_strange_strings(serving: Serving) -> None:
 
 
 def test_uid_collisions_across_batches_reject_the_whole_batch(serving: Serving) -> None:
-    [first] = serving.submit({"uid": "taken", "executable": "/bin/true"})
+    taken, fresh = serving.uid("taken"), serving.uid("fresh")
+    [first] = serving.submit({"uid": taken, "executable": "/bin/true"})
     assert first["state"] == DONE
     for batch in (
-        [{"uid": "fresh", "executable": "/bin/true"}, {"uid": "taken", "executable": "/bin/true"}],
-        [{"uid": "fresh", "executable": "/bin/true"}, {"uid": "fresh", "executable": "/bin/true"}],
+        [{"uid": fresh, "executable": "/bin/true"}, {"uid": taken, "executable": "/bin/true"}],
+        [{"uid": fresh, "executable": "/bin/true"}, {"uid": fresh, "executable": "/bin/true"}],
     ):
-        with pytest.raises(TaskValidationError, match=r"task '(taken|fresh)', field 'uid'"):
+        with pytest.raises(TaskValidationError, match=rf"task '({taken}|{fresh})', field 'uid'"):
             serving.submit(*batch)
-        assert serving.backend.task_state("fresh") is None  # all or nothing
+        assert serving.backend.task_state(fresh) is None  # all or nothing
     serving.still_serves()
 
 
 def test_dependency_cycles_and_forward_references_are_rejected(serving: Serving) -> None:
+    a, b = serving.uid("a"), serving.uid("b")
     # A cycle across batches would need a dependency on a task not yet submitted: rejected.
-    with pytest.raises(TaskValidationError, match=r"task 'a', field 'dependencies'.*'b'"):
-        serving.submit({"uid": "a", "executable": "/bin/true", "dependencies": ["b"]})
+    with pytest.raises(TaskValidationError, match=rf"task '{a}', field 'dependencies'.*'{b}'"):
+        serving.submit({"uid": a, "executable": "/bin/true", "dependencies": [b]})
     with pytest.raises(TaskValidationError, match="dependency cycle"):
         serving.submit(
-            {"uid": "a", "executable": "/bin/true", "dependencies": ["b"]},
-            {"uid": "b", "executable": "/bin/true", "dependencies": ["a"]},
+            {"uid": a, "executable": "/bin/true", "dependencies": [b]},
+            {"uid": b, "executable": "/bin/true", "dependencies": [a]},
         )
     with pytest.raises(TaskValidationError, match="cannot depend on itself"):
-        serving.submit({"uid": "a", "executable": "/bin/true", "dependencies": ["a"]})
-    # none of those left a trace: 'a' and 'b' are still free
-    a, b = serving.submit(
-        {"uid": "a", "executable": "/bin/true"},
-        {"uid": "b", "executable": "/bin/true", "dependencies": ["a"]},
+        serving.submit({"uid": a, "executable": "/bin/true", "dependencies": [a]})
+    # none of those left a trace: both uids are still free
+    first, second = serving.submit(
+        {"uid": a, "executable": "/bin/true"},
+        {"uid": b, "executable": "/bin/true", "dependencies": [a]},
     )
-    assert a["state"] == b["state"] == DONE
+    assert first["state"] == second["state"] == DONE
     serving.still_serves()
 
 
@@ -243,19 +269,25 @@ def test_callbacks_that_raise_or_block_are_survived(
     serving: Serving, caplog: pytest.LogCaptureFixture
 ) -> None:
     seen: list[str] = []
+    hostile = [True]  # the backend outlives this test, and so do its callbacks: disarm them
 
     def raises(task: dict[str, Any], state: str) -> None:
-        raise RuntimeError("hostile callback")
+        if hostile[0]:
+            raise RuntimeError("hostile callback")
 
     def blocks(task: dict[str, Any], state: str) -> None:
-        time.sleep(0.005)  # briefly: it holds the event loop
+        if hostile[0]:
+            time.sleep(0.005)  # briefly: it holds the event loop
 
     serving.backend.register_callback(raises)
     serving.backend.register_callback(blocks)
     serving.backend.register_callback(lambda task, state: seen.append(state))
-    with caplog.at_level(logging.ERROR, logger="rhapsody"):
-        results = serving.submit(*({"executable": "/bin/true"} for _ in range(20)))
-    assert all(r["state"] == DONE for r in results)
-    assert seen.count(DONE) == 20  # the callbacks after the raising one still ran
-    assert "hostile callback" in caplog.text and "ignored" in caplog.text
-    serving.still_serves()
+    try:
+        with caplog.at_level(logging.ERROR, logger="rhapsody"):
+            results = serving.submit(*({"executable": "/bin/true"} for _ in range(20)))
+        assert all(r["state"] == DONE for r in results)
+        assert seen.count(DONE) == 20  # the callbacks after the raising one still ran
+        assert "hostile callback" in caplog.text and "ignored" in caplog.text
+        serving.still_serves()
+    finally:
+        hostile[0] = False

@@ -1,5 +1,5 @@
-"""`shutdown()` while 100 tasks run and 1,000 wait: bounded, one CANCELED callback for every
-unfinished task, every future cancelled, no process left."""
+"""`shutdown()` while 100 tasks run and 1,000 wait, on every installed backend: bounded, one
+CANCELED callback for every unfinished task, every future cancelled, no process left."""
 
 from __future__ import annotations
 
@@ -9,18 +9,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import WAIT, no_new_children
+from reliability_support import WAIT, installed_backends, no_new_children, started
 
-from rhapsody.backends.execution import ConcurrentExecutionBackend
-from rhapsody.states import CANCELED, EXECUTING, FINAL_STATES
+from rhapsody.states import CANCELED, DONE, EXECUTING, FINAL_STATES
 
 pytestmark = pytest.mark.anyio
 
 RUNNING = 100
 PENDING = 1_000
+# Room for 100 sleeping tasks at once (they only sleep: fake slots on 2 cores). A local pilot
+# has fake nodes of 8 cores: it rounds 100 cores up to 104, so up to 104 tasks may start.
+CAPACITY: dict[str, dict[str, Any]] = {
+    "concurrent": {"cores": RUNNING},
+    "dask": {"n_workers": 2, "threads_per_worker": RUNNING // 2},
+    "radical_pilot": {"cores": RUNNING},
+}
+SLOTS = {"radical_pilot": 104}
 
 
-async def test_shutdown_with_running_and_pending_tasks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", installed_backends())
+async def test_shutdown_with_running_and_pending_tasks(name: str, tmp_path: Path) -> None:
     finals: Counter[tuple[str, str]] = Counter()  # (uid, final state): a callback's assert
     # would only be logged by the engine
     executing: set[str] = set()
@@ -29,24 +37,28 @@ async def test_shutdown_with_running_and_pending_tasks(tmp_path: Path) -> None:
     def on_state(task: dict[str, Any], state: str) -> None:
         if state == EXECUTING:
             executing.add(task["uid"])
-            if len(executing) == RUNNING:
+            if len(executing) >= RUNNING:
                 all_running.set()
         elif state in FINAL_STATES:
             finals[task["uid"], state] += 1
 
+    tasks = [
+        {"uid": f"t.{i:04d}", "executable": "/bin/sleep", "arguments": ["30"]}
+        for i in range(RUNNING + PENDING)
+    ]
     with no_new_children():
-        # 100 fake cores: the tasks only sleep.
-        backend = await ConcurrentExecutionBackend(cores=RUNNING, work_dir=tmp_path)
-        backend.register_callback(on_state)
-        tasks = [
-            {"uid": f"t.{i:04d}", "executable": "/bin/sleep", "arguments": ["30"]}
-            for i in range(RUNNING + PENDING)
-        ]
-        futures = await backend.submit_tasks(tasks)
-        await asyncio.wait_for(all_running.wait(), WAIT)
-        # a hang detector, not a speed limit (it takes well under a second here)
-        await asyncio.wait_for(backend.shutdown(), WAIT)
-    assert len(executing) == RUNNING  # the other 1,000 never started
+        async with started(name, tmp_path / "work", **CAPACITY.get(name, {})) as backend:
+            backend.register_callback(on_state)
+            futures = await backend.submit_tasks(tasks)
+            await asyncio.wait_for(all_running.wait(), WAIT)
+            ended_before = {uid for uid, _ in finals}
+            # a hang detector, not a speed limit (well under a second for concurrent here)
+            await asyncio.wait_for(backend.shutdown(), WAIT)
+            assert backend.state() == "SHUTDOWN"
+    if name == "noop":  # runs nothing: every task was DONE at once, before the shutdown
+        assert finals == Counter({(t["uid"], DONE): 1 for t in tasks})
+        return
+    assert not ended_before  # 30 s sleeps: nothing ended before the shutdown
+    assert RUNNING <= len(executing) <= SLOTS.get(name, RUNNING)  # the others never started
     assert finals == Counter({(t["uid"], CANCELED): 1 for t in tasks})
     assert all(f.cancelled() for f in futures)
-    assert backend.state() == "SHUTDOWN"

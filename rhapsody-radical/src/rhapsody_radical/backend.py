@@ -316,10 +316,8 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             raise
         finally:
             self._attempts.pop(uid, None)
-        sandbox = result.get("sandbox")
-        if sandbox and (
-            translate.was_shortened(outcome.stdout) or translate.was_shortened(outcome.stderr)
-        ):
+        sandbox = result.get("sandbox")  # local pilots only
+        if sandbox and not task.is_function:
             await asyncio.to_thread(self._read_streams, outcome, Path(sandbox), uid)
         return outcome
 
@@ -504,10 +502,9 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             self._thread.stop()
 
     def _read_streams(self, outcome: Outcome, sandbox: Path, uid: str) -> None:
-        """Replace RADICAL-Pilot's 1 KiB tails with the streams' files (local pilots only)."""
+        """Replace RADICAL-Pilot's copies of the streams with their files (local pilots only):
+        it keeps the last 1 KiB, read in text mode (a '\\r' comes back as '\\n')."""
         for field, suffix in (("stdout", "out"), ("stderr", "err")):
-            if not translate.was_shortened(getattr(outcome, field)):
-                continue
             path = sandbox / f"{uid}.{suffix}"
             try:
                 with path.open("rb") as handle:

@@ -57,7 +57,9 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_./+,:@%=-]+\Z")
 _ARG_VAR = "RHAPSODY_ARG_{}"
 _EXE_VAR = "RHAPSODY_EXECUTABLE"
-_SHORTENED = "[... CONTENT SHORTENED ...]"
+# How the task's launch script (bash) reports a program it could not start, with exit code 126
+# or 127: "<script>: line <n>: <program>: <why>".
+_LAUNCH_ERROR = re.compile(r": line \d+: (?P<program>.+): (?P<why>[^:]+)\Z")
 
 
 def check(task: TaskDescription) -> None:
@@ -184,10 +186,17 @@ def executable_outcome(task: TaskDescription, result: Mapping[str, Any]) -> Outc
         return Outcome.failure(reason, stdout=stdout, stderr=stderr)
     code = int(code)
     last_line = stderr.strip().rsplit("\n", 1)[-1] if stderr.strip() else ""
-    if code == 127 and ("not found" in last_line or "No such file" in last_line):
+    launch = _LAUNCH_ERROR.search(last_line) if code in (126, 127) else None
+    if launch is None or launch["program"] != task.executable:
+        launch = None  # the program ran, and exited 126 or 127 itself
+    if (
+        launch
+        and code == 127
+        and launch["why"] in ("command not found", "No such file or directory")
+    ):
         reason = f"cannot start {task.executable!r}: no such executable (exit code 127)"
-    elif code == 126:
-        reason = f"cannot start {task.executable!r}: not executable (exit code 126)"
+    elif launch:  # e.g. Permission denied, Is a directory, Argument list too long
+        reason = f"cannot start {task.executable!r}: {launch['why']} (exit code {code})"
     elif killed := signal_reason(code):
         reason, code = killed
     else:
@@ -221,8 +230,3 @@ def failure_detail(result: Mapping[str, Any]) -> str:
     detail = result.get("exception_detail")
     parts = [str(p).strip().rsplit("\n", 1)[-1] for p in (exception, detail) if p]
     return f": {'; '.join(parts)}" if parts else ""
-
-
-def was_shortened(text: str | None) -> bool:
-    """RADICAL-Pilot keeps only the last 1 KiB of a stream in the task and says so."""
-    return text is not None and text.startswith(_SHORTENED)
