@@ -4,6 +4,7 @@ check that nothing they started outlives them."""
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from multiprocessing import resource_tracker
@@ -59,29 +60,50 @@ def children() -> set[int]:
     """pids of the live descendants of this process (Python's resource tracker, which lives as
     long as the interpreter, started first so that it is in every baseline)."""
     resource_tracker.ensure_running()
-    out = set()
-    for proc in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                out.add(proc.pid)
-    return out
+    return {proc.pid for proc in psutil.Process().children(recursive=True) if _alive(proc)}
 
 
-def assert_no_new_children(baseline: set[int], within: float = 10.0) -> None:
-    """No descendant started since `baseline` is alive (SIGKILL lands asynchronously: allow a
-    moment for the last ones to go)."""
+def working_in(root: Path) -> list[psutil.Process]:
+    """Processes, descendants or not, whose working directory lies inside `root`: a pilot's
+    daemons and the tasks its agent started are not descendants of this process."""
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):  # exited meanwhile, or not ours to read
+            if proc.pid != os.getpid() and Path(proc.cwd()).is_relative_to(root):
+                found.append(proc)
+    return found
+
+
+def _alive(proc: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return proc.status() != psutil.STATUS_ZOMBIE
+    return False
+
+
+def assert_no_new_children(
+    baseline: set[int], root: Path | None = None, within: float = 10.0
+) -> None:
+    """No descendant started since `baseline`, and no process working inside `root`, is alive
+    (SIGKILL lands asynchronously: allow a moment for the last ones to go)."""
+
+    def left() -> set[int]:
+        inside = {p.pid for p in working_in(root) if _alive(p)} if root is not None else set()
+        return (children() - baseline) | inside
+
     deadline = time.monotonic() + within
-    while (left := children() - baseline) and time.monotonic() < deadline:
+    while (pids := left()) and time.monotonic() < deadline:
         time.sleep(0.05)
     described = []
-    for pid in left:
+    for pid in pids:
         with contextlib.suppress(psutil.Error):
             described.append(f"{pid} {' '.join(psutil.Process(pid).cmdline())[:120]}")
-    assert not left, f"processes left behind: {described}"
+    assert not pids, f"processes left behind: {described}"
 
 
 @contextlib.contextmanager
-def no_new_children() -> Iterator[None]:
+def no_new_children(root: Path | None = None) -> Iterator[None]:
+    """Nothing the block started is alive after it: no new descendant, and no process working
+    inside `root` (give it the directory the backend works in)."""
     baseline = children()
     yield
-    assert_no_new_children(baseline)
+    assert_no_new_children(baseline, root)

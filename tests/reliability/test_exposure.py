@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from reliability_support import WAIT, installed_backends, started
+from reliability_support import WAIT, installed_backends, started, working_in
 
 from rhapsody.states import EXECUTING
 
@@ -27,11 +27,7 @@ def listening(root: Path) -> list[tuple[int, str, str, int]]:
     """(pid, name, address, port) of every listening inet socket of this process tree and of
     every process working in `root`."""
     me = psutil.Process()
-    procs = {me.pid: me, **{p.pid: p for p in me.children(recursive=True)}}
-    for proc in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            if Path(proc.cwd()).is_relative_to(root):
-                procs[proc.pid] = proc
+    procs = {p.pid: p for p in [me, *me.children(recursive=True), *working_in(root)]}
     found = []
     for proc in procs.values():
         with contextlib.suppress(psutil.Error):  # exited meanwhile

@@ -39,7 +39,7 @@ async def test_every_injected_fault_is_accounted_for(name: str, tmp_path: Path) 
     # accounting of plain tasks and dependencies, and that late cancels are refused.
     kinds = () if name == "noop" else FAULT_KINDS
     plan = FaultPlan.random(SOAK_SIZES.get(name, 200), seed=SEED, kinds=kinds)
-    with no_new_children():
+    with no_new_children(tmp_path):
         async with started(name, tmp_path / "work") as backend:
             report = await FaultSoak(backend, plan, tmp_path / "pids", wait_timeout=WAIT).run()
     report.assert_ok()

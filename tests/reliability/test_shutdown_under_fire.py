@@ -46,7 +46,7 @@ async def test_shutdown_with_running_and_pending_tasks(name: str, tmp_path: Path
         {"uid": f"t.{i:04d}", "executable": "/bin/sleep", "arguments": ["30"]}
         for i in range(RUNNING + PENDING)
     ]
-    with no_new_children():
+    with no_new_children(tmp_path):
         async with started(name, tmp_path / "work", **CAPACITY.get(name, {})) as backend:
             backend.register_callback(on_state)
             futures = await backend.submit_tasks(tasks)
