@@ -112,3 +112,27 @@ def test_the_hook_imports_nothing_in_processes_that_never_use_radical_utils(
         check=True,
     )
     assert done.stdout.split() == ["[]", "True"]  # the hook ran, and imported no radical module
+
+
+def test_the_environment_is_given_back_when_the_last_local_pilot_ends(tmp_path: Path) -> None:
+    script = "\n".join(
+        [
+            "import os, radical.utils as ru",
+            "from rhapsody_radical import loopback",
+            f"def now(): return [os.environ.get(n) for n in ('RADICAL_DEFAULT_IFACE', '{ENV}')]",
+            "first, second = loopback.confine(), loopback.confine()",
+            "print(now()); first(); first(); print(now()); second(); print(now())",
+            "print(ru.DefaultConfig()['iface'])",
+        ]
+    )
+    env = {k: v for k, v in os.environ.items() if k not in (ENV, "RADICAL_DEFAULT_IFACE")}
+    env["RADICAL_DEFAULT_IFACE"] = "eth7"  # the user's own setting
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.splitlines() == [
+        "['lo', '1']",  # both pilots confined
+        "['lo', '1']",  # one ended (releasing twice counts once): the other still runs
+        "['eth7', None]",  # the last one ended
+        "eth7",  # radical.utils' default interface, as it was
+    ]

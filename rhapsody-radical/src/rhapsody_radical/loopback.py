@@ -19,6 +19,7 @@ import importlib.abc
 import importlib.machinery
 import os
 import sys
+import threading
 import types
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -32,28 +33,49 @@ _UTILS = "radical.utils.zmq.utils"
 _SERVER = "radical.utils.zmq.server"
 
 
+_lock = threading.Lock()
+_confined = 0  # local pilots running: the settings are given back when the last one ends
+_saved: dict[str, Any] = {}
+
+
 def confine() -> Callable[[], None]:
     """Advertise and bind every RADICAL-Pilot endpoint of this process, and of the processes it
-    starts from now on, on the loopback interface; return the function that undoes the
-    environment change (the patch stays: it only follows what is advertised)."""
-    saved = {name: os.environ.get(name) for name in (ENV, _IFACE)}
-    os.environ[ENV] = "1"
-    os.environ[_IFACE] = "lo"
-    install()
-    config = _default_config()
-    previous_iface = config.get("iface")
-    # radical.utils reads RADICAL_DEFAULT_IFACE once per process, often before we are called
-    config["iface"] = ["lo"]
+    starts from now on, on the loopback interface; return the function that gives the
+    environment back once no confined pilot is left (the patch stays: it only follows what is
+    advertised)."""
+    global _confined
+    with _lock:
+        if _confined == 0:
+            config = _default_config()
+            _saved.update(
+                {name: os.environ.get(name) for name in (ENV, _IFACE)}, iface=config.get("iface")
+            )
+            os.environ[ENV] = "1"
+            os.environ[_IFACE] = "lo"
+            install()
+            # radical.utils reads RADICAL_DEFAULT_IFACE once per process, often before this
+            config["iface"] = ["lo"]
+        _confined += 1
+    released = False
 
-    def restore() -> None:
-        config["iface"] = previous_iface
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    def release() -> None:
+        global _confined
+        nonlocal released
+        with _lock:
+            if released:
+                return
+            released = True
+            _confined -= 1
+            if _confined == 0:
+                _default_config()["iface"] = _saved.pop("iface")
+                for name, value in _saved.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
+                _saved.clear()
 
-    return restore
+    return release
 
 
 def install() -> None:
