@@ -14,7 +14,8 @@ last result; the pilot and raptor start-up are not timed. Variants alternate ins
 variant's median over the rounds.
 
 On `local.localhost` RADICAL-Pilot is run hermetically (`rhapsody_radical.hermetic`, a temporary
-HOME): run it in a private network namespace as root, e.g.
+HOME) and listens on loopback only (the backend confines local pilots). As root, a private
+network namespace also keeps its ports from colliding with other jobs, e.g.
 `unshare -n sh -c 'ip link set lo up && exec .venv/bin/python benchmarks/bench_radical.py'`.
 """
 

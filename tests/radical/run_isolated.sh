@@ -1,7 +1,7 @@
 #!/bin/sh
 # Run the RADICAL-Pilot tests in isolation, and leave nothing running afterwards:
-#  - a private network namespace with only loopback (RADICAL-Pilot binds ports on every
-#    interface: nothing may collide with other jobs or leave the host);
+#  - a private network namespace with only loopback: no port collides with other jobs (the
+#    backend keeps a local pilot on loopback itself; this is a second line of defence);
 #  - a process session of their own, killed as a whole at the end (RADICAL-Pilot's daemons stay
 #    in the test's process group), also when this script is interrupted or timed out;
 #  - a scratch directory for pytest's tmp_path (and so the pilots' HOME): any process still
