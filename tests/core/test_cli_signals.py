@@ -3,6 +3,7 @@ canceled, no task process outlives the run, the summary says so, and the exit co
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -69,3 +70,49 @@ def test_signal_cancels_cleanly(tmp_path: Path, sig: signal.Signals, code: int) 
     while not gone(sleeper) and time.monotonic() < deadline:  # a SIGKILL lands asynchronously
         time.sleep(0.02)
     assert gone(sleeper)
+
+
+KILLED_WORKFLOW = """
+[[tasks]]
+uid = "sleeper"
+executable = "/bin/sh"
+arguments = ["-c", "echo $$ > {pidfile}; exec sleep 60"]
+
+[[tasks]]
+uid = "parent"
+executable = "/bin/sh"
+arguments = ["-c", "sleep 60 & echo $! > {childfile}; wait"]
+"""
+
+
+def test_a_sigkilled_run_leaves_no_task_running(tmp_path: Path) -> None:
+    # SIGKILL cannot be caught (nor can the OOM killer): a watchdog that outlives the run kills
+    # the process groups of the tasks it left running, grandchildren included.
+    pidfile, childfile = tmp_path / "sleeper.pid", tmp_path / "grandchild.pid"
+    flow = tmp_path / "flow.toml"
+    flow.write_text(KILLED_WORKFLOW.format(pidfile=pidfile, childfile=childfile))
+    run = subprocess.Popen(
+        [sys.executable, "-m", "rhapsody", "run", str(flow), "--no-progress"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        for file in (pidfile, childfile):
+            while not (file.exists() and file.read_text().strip()):
+                assert run.poll() is None, "the run ended early"
+                assert time.monotonic() < deadline, "the tasks never started"
+                time.sleep(0.05)
+            pids.append(int(file.read_text()))
+        run.kill()
+        run.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while not all(gone(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [pid for pid in pids if not gone(pid)] == []
+    finally:
+        for pid in pids:  # a failed check must not leave them behind either
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -17,6 +17,7 @@ from typing import Any
 from rhapsody.backends.base import ExecutionContext, Outcome
 from rhapsody.task import TaskDescription
 
+from ._orphans import RunningChildren
 from ._subprocess import Child, describe_exit
 
 _context = multiprocessing.get_context("spawn")
@@ -65,7 +66,7 @@ async def run(
     ctx: ExecutionContext,
     env: dict[str, str] | None,
     kill_grace: float,
-    running: set[Any],
+    running: RunningChildren,
 ) -> Outcome:
     receiver, sender = _context.Pipe(duplex=False)
     process = _context.Process(

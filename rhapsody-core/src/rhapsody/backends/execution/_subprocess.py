@@ -16,6 +16,8 @@ import psutil
 from rhapsody.backends.base import ExecutionContext, Outcome
 from rhapsody.task import TaskDescription
 
+from ._orphans import RunningChildren
+
 # Output kept in the dict when a stream spilled to a file.
 TAIL_BYTES = 64 * 1024
 # How long to wait for the pipes to close after the main process exited and its group was
@@ -247,7 +249,7 @@ async def run(
     env: dict[str, str] | None,
     max_output: int,
     kill_grace: float,
-    running: set[Any],
+    running: RunningChildren,
 ) -> Outcome:
     cwd = task.working_directory
     if cwd is not None:

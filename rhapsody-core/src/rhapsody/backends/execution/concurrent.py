@@ -25,6 +25,7 @@ from rhapsody.resources import ResourcePool, detect_cores
 from rhapsody.task import TaskDescription
 
 from . import _isolated, _subprocess
+from ._orphans import RunningChildren
 from ._threads import FunctionThreads
 
 
@@ -79,15 +80,17 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
         self._threads: FunctionThreads | None = None
         self._max_output = max_output
         self._kill_grace = kill_grace
-        self._running: set[_subprocess.Child] = set()  # live children, killed at shutdown
+        # live children, killed at shutdown (or by a watchdog if this process dies first)
+        self._running = RunningChildren()
 
     async def _start(self) -> None:
         if self._executor is None:
             self._threads = FunctionThreads(asyncio.get_running_loop(), f"rhapsody-{self.name}")
 
     async def _stop(self) -> None:
-        for child in list(self._running):
+        for child in self._running:
             await child.kill_tree(self._kill_grace)
+        self._running.close()
         if self._threads is not None:
             self._threads.shutdown()
 
