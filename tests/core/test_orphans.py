@@ -1,5 +1,6 @@
-"""A process that dies without shutting its backend down (SIGKILL, the OOM killer) takes its
-task processes along: the watchdog of `rhapsody.backends.execution._orphans` kills them."""
+"""The watchdog (`rhapsody.backends.execution._orphans`): what it does when the process that
+started it dies without closing it, and that a clean stop leaves nothing of it. Every backend
+relies on it: tests/reliability/test_killed_runtime.py SIGKILLs a process running each one."""
 
 from __future__ import annotations
 
@@ -16,27 +17,20 @@ import pytest
 
 from rhapsody.backends.execution import ConcurrentExecutionBackend
 
-RUNTIME = """
-import asyncio, sys, time
-from rhapsody.backends.execution import ConcurrentExecutionBackend
-from rhapsody.states import EXECUTING
-
-async def main():
-    backend = await ConcurrentExecutionBackend(cores=4, work_dir=sys.argv[1])
-    started = set()
-    backend.register_callback(lambda t, s: started.add(t["uid"]) if s == EXECUTING else None)
-    await backend.submit_tasks([
-        {"uid": "exe", "executable": "/bin/sleep", "arguments": ["60"]},
-        {"uid": "tree", "executable": "/bin/sh", "arguments": ["-c", "sleep 60 & sleep 60"]},
-        {"uid": "fn", "function": time.sleep, "args": [60], "isolation": "process"},
-    ])
-    while len(started) < 3:
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(1)  # the shell forks its child, the function's process gets going
-    print("ready", flush=True)
-    await asyncio.sleep(3600)
-
-asyncio.run(main())
+OWNER = """
+import subprocess, sys, time
+from rhapsody.backends.execution._orphans import Watchdog, kill_process_later
+marker, close = sys.argv[1], sys.argv[2] == "close"
+group = subprocess.Popen(["sleep", "300"], start_new_session=True)
+member = subprocess.Popen(["sleep", "301"])  # in this process's group: named by pid
+watchdog = Watchdog()
+watchdog.watch(group.pid)
+kill_process_later(watchdog, member.pid)
+watchdog.on_death("os:mkdir", marker)
+if close:
+    watchdog.close()
+print(group.pid, member.pid, flush=True)
+time.sleep(300)
 """
 
 
@@ -47,47 +41,57 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_tasks_die_with_a_sigkilled_runtime(tmp_path: Path) -> None:
-    runtime = subprocess.Popen(
-        [sys.executable, "-c", RUNTIME, str(tmp_path)], stdout=subprocess.PIPE, text=True
+def watchdogs() -> list[int]:
+    """The live watchdogs this process started."""
+    found = []
+    for proc in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):  # a zombie has no command line
+            if any("rhapsody watchdog" in part for part in proc.cmdline()):
+                found.append(proc.pid)
+    return found
+
+
+def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    _, left = psutil.wait_procs([psutil.Process(p) for p in pids if alive(p)], timeout=timeout)
+    return [p.pid for p in left]
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["killed", "closed-then-killed"])
+def test_what_the_watchdog_does_when_its_owner_is_killed(tmp_path: Path, closed: bool) -> None:
+    marker = tmp_path / "cleaned-up"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(marker), "close" if closed else "keep"],
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    descendants: list[psutil.Process] = []
+    assert owner.stdout is not None
+    pids = [int(p) for p in owner.stdout.readline().split()]
     try:
-        assert runtime.stdout is not None
-        assert runtime.stdout.readline() == "ready\n"
-        descendants = psutil.Process(runtime.pid).children(recursive=True)
-        commands = [" ".join(p.cmdline()) for p in descendants]
-        # the executable, the shell and its child, the function's process, the watchdog
-        assert sum("sleep 60" in c for c in commands) >= 3, commands
-        runtime.kill()
-        runtime.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while any(alive(p.pid) for p in descendants) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        left = [" ".join(p.cmdline()) for p in descendants if alive(p.pid)]
-        assert left == [], left
+        assert all(alive(p) for p in pids)
+        owner.kill()
+        owner.wait()
+        if closed:  # a clean stop: nothing is killed, no clean-up call is made
+            assert sorted(wait_gone(pids, timeout=1.0)) == sorted(pids)
+            assert not marker.exists()
+        else:
+            assert wait_gone(pids) == []  # the group, and the process named by pid
+            deadline = time.monotonic() + 10
+            while not marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert marker.is_dir()  # the on_death call
     finally:
-        runtime.kill()
-        runtime.wait()
-        for proc in descendants:  # a failed check must not leave them behind either
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.anyio
 async def test_after_shutdown_no_watchdog_is_left(tmp_path: Path) -> None:
-    def watchdogs() -> list[int]:
-        return [
-            p.pid
-            for p in psutil.Process().children()
-            if "-I" in p.cmdline() and "-S" in p.cmdline() and alive(p.pid)
-        ]
-
-    assert watchdogs() == []
+    before = watchdogs()  # of backends other tests left running
     backend = await ConcurrentExecutionBackend(cores=2, work_dir=tmp_path)
     [future] = await backend.submit_tasks([{"executable": "/bin/true"}])
     await future
-    [watchdog] = watchdogs()  # started with the first task process
+    [watchdog] = set(watchdogs()) - set(before)  # started with the first task process
     try:
         await backend.shutdown()
         assert not alive(watchdog)  # ended and reaped by shutdown()

@@ -13,6 +13,7 @@ import attrs
 from distributed import LocalCluster
 from distributed.deploy.utils import nprocesses_nthreads
 
+from rhapsody.backends.execution._orphans import Watchdog
 from rhapsody.resources import detect_cores, detect_gpus
 from rhapsody_dask import _orphans
 
@@ -69,18 +70,24 @@ class ClusterShape:
 
 
 class EmbeddedCluster:
-    """A LocalCluster with its own scratch directory; closing it leaves no task process."""
+    """A LocalCluster with its own scratch directory; closing it leaves no task process, and
+    neither does this process dying without closing it (the workers die with it, and a
+    watchdog then kills the task processes they recorded and removes the scratch directory)."""
 
-    def __init__(self, cluster: LocalCluster, scratch: str) -> None:
+    def __init__(self, cluster: LocalCluster, scratch: str, watchdog: Watchdog) -> None:
         self.cluster = cluster
         self._scratch = scratch
-        self.children_dir = os.path.join(scratch, "children")  # see _orphans
+        self._watchdog = watchdog
+        self.children_dir = _children_dir(scratch)
 
     @classmethod
     async def start(cls, shape: ClusterShape, extra: Mapping[str, Any]) -> EmbeddedCluster:
         # Clusters sharing dask's default scratch space remove each other's files: own one.
         scratch = tempfile.mkdtemp(prefix="rhapsody-dask-")
-        os.mkdir(os.path.join(scratch, "children"))
+        os.mkdir(_children_dir(scratch))
+        watchdog = Watchdog()
+        watchdog.on_death("rhapsody_dask._orphans:kill_recorded", _children_dir(scratch))
+        watchdog.on_death("shutil:rmtree", scratch)
         options: dict[str, Any] = {
             "n_workers": shape.n_workers,
             "threads_per_worker": shape.threads_per_worker,
@@ -96,8 +103,9 @@ class EmbeddedCluster:
             cluster = await LocalCluster(asynchronous=True, **options)  # type: ignore[no-untyped-call]
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
+            watchdog.close()
             raise
-        return cls(cluster, scratch)
+        return cls(cluster, scratch, watchdog)
 
     async def close(self) -> None:
         """Close the cluster and remove its scratch space. Idempotent."""
@@ -109,3 +117,8 @@ class EmbeddedCluster:
             # Children of workers that were killed outright are still running: stop them too.
             _orphans.kill_recorded(self.children_dir)
             shutil.rmtree(self._scratch, ignore_errors=True)
+            self._watchdog.close()
+
+
+def _children_dir(scratch: str) -> str:
+    return os.path.join(scratch, "children")  # see _orphans

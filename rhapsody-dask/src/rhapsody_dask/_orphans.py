@@ -3,7 +3,8 @@
 A worker killed with SIGKILL cannot stop the processes its tasks started (each runs in a session
 of its own, and Python offers no portable parent-death signal that does not cost a full fork
 per task). For the embedded cluster the runner notes each child in a directory the backend
-owns; closing the cluster kills any recorded process that is still alive.
+owns; closing the cluster kills any recorded process that is still alive, and so does the
+cluster's watchdog if the backend's process dies without closing it (the workers die with it).
 """
 
 from __future__ import annotations

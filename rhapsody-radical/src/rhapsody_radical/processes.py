@@ -30,14 +30,14 @@ def session_processes(sid: str) -> list[psutil.Process]:
                 continue
             if proc.info["status"] != psutil.STATUS_ZOMBIE and _marked(proc, sid):
                 marked[proc.pid] = proc
-        except psutil.Error:
+        except (psutil.Error, OSError):  # gone mid-scan (psutil may say ENOENT)
             continue
     for proc in list(marked.values()):
         try:
             for child in proc.children(recursive=True):
                 if child.pid != me and child.status() != psutil.STATUS_ZOMBIE:
                     marked.setdefault(child.pid, child)
-        except psutil.Error:
+        except (psutil.Error, OSError):  # gone mid-scan (psutil may say ENOENT)
             continue
     return list(marked.values())
 

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import radical.pilot as rp  # type: ignore[import-untyped]
 import radical.utils as ru  # type: ignore[import-untyped]
 
+from rhapsody.backends.execution._orphans import Watchdog, kill_process_later
 from rhapsody_radical import loopback, processes
 from rhapsody_radical.states import FINAL
 
@@ -116,6 +117,7 @@ class Runtime:
         self._forks: list[multiprocessing.process.BaseProcess] = []
         self._before_session: set[multiprocessing.process.BaseProcess] | None = None
         self._unconfine: Callable[[], None] | None = None
+        self._watchdog: Watchdog | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float) -> None:
@@ -126,12 +128,19 @@ class Runtime:
         """
         deadline = time.monotonic() + timeout
         check_resource(self.resource)
+        # If this process dies without close() (SIGKILL), the agent would run on until its
+        # heartbeat times out (ten minutes), and its tasks with it.
+        self._watchdog = Watchdog()
+        self._watchdog.on_death("rhapsody_radical.processes:kill_session", self.sid)
         if self.resource.startswith("local."):
             # before the session: its bridges and the agent inherit the environment it sets
             self._unconfine = loopback.confine()
         self._before_session = set(multiprocessing.active_children())
         self.session = rp.Session(uid=self.sid)
         self._forks = self._new_children()
+        for fork in self._forks:  # not marked with the session id: named to the watchdog
+            if fork.pid is not None:
+                kill_process_later(self._watchdog, fork.pid)
         self._before_session = None
         self.pmgr = rp.PilotManager(session=self.session)
         self.tmgr = rp.TaskManager(session=self.session)
@@ -180,6 +189,9 @@ class Runtime:
                 if child.is_alive():
                     child.kill()
                     child.join(2)
+        if self._watchdog is not None:
+            self._watchdog.close()
+            self._watchdog = None
         return stopped
 
     def _new_children(self) -> list[multiprocessing.process.BaseProcess]:
