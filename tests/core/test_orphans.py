@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from rhapsody.backends.execution import ConcurrentExecutionBackend
+from rhapsody.backends.execution._orphans import Watchdog
 
 OWNER = """
 import subprocess, sys, time
@@ -98,3 +99,15 @@ async def test_after_shutdown_no_watchdog_is_left(tmp_path: Path) -> None:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(watchdog, signal.SIGKILL)
+
+
+def test_a_watchdog_that_cannot_start_warns_and_does_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # e.g. an embedded interpreter whose sys.executable cannot be started: warn, carry on
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    watchdog = Watchdog()
+    watchdog.watch(os.getpid())
+    watchdog.on_death("os:mkdir", "/nonexistent/x")
+    watchdog.close()
+    assert "cannot start the orphan watchdog" in caplog.text

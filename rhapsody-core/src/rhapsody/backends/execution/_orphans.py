@@ -86,13 +86,21 @@ class Watchdog:
     before `close()`."""
 
     def __init__(self) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, "-I", "-c", _PROGRAM, str(os.getpid())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,  # a Ctrl-C or a hang-up of the terminal spares it
-        )
-        self._pipe: IO[bytes] | None = self._process.stdin
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pipe: IO[bytes] | None = None
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-I", "-c", _PROGRAM, str(os.getpid())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C or a hang-up of the terminal spares it
+            )
+        except OSError as exc:  # e.g. an embedded interpreter without sys.executable
+            logger.warning(
+                "cannot start the orphan watchdog (%s): processes may outlive a crash", exc
+            )
+            return
+        self._pipe = self._process.stdin
 
     def watch(self, pid: int) -> None:
         """Kill process group `pid` (and process `pid`) if this process dies."""
@@ -113,6 +121,8 @@ class Watchdog:
             with contextlib.suppress(OSError):
                 self._pipe.close()
             self._pipe = None
+        if self._process is None:
+            return
         try:
             self._process.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -159,13 +169,7 @@ class RunningChildren:
     def add(self, child: Child) -> None:
         self._children.add(child)
         if self._watchdog is None and not self._closed:
-            try:
-                self._watchdog = Watchdog()
-            except OSError as exc:
-                logger.warning(
-                    "cannot start the orphan watchdog (%s): tasks may outlive a crash", exc
-                )
-                self._closed = True
+            self._watchdog = Watchdog()
         if self._watchdog is not None:
             self._watchdog.watch(child.pid)
 
