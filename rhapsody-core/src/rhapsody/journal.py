@@ -31,6 +31,8 @@ from rhapsody.states import DONE, FINAL_STATES
 from rhapsody.task import DESCRIPTION_FIELDS, dependency_uids
 
 SCHEMA_VERSION = 1
+# uids per lookup query: under the 999 host parameters older SQLite builds allow
+_QUERY_CHUNK = 500
 
 # What a DONE task produced, kept when it survives a JSON round trip unchanged.
 RESULT_FIELDS = ("stdout", "stderr", "exit_code", "return_value", "stdout_file", "stderr_file")
@@ -158,18 +160,24 @@ class Journal:
 
     def _resumable(self, tasks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """uid -> recorded result of each task of `tasks` that need not run again."""
+        # a generated uid differs between runs: nothing to match
+        named = {task["uid"]: task for task in tasks if isinstance(task.get("uid"), str)}
+        done: dict[str, tuple[str, str]] = {}
+        uids = list(named)
+        for start in range(0, len(uids), _QUERY_CHUNK):  # one query per chunk, not per task
+            chunk = uids[start : start + _QUERY_CHUNK]
+            done.update(
+                (uid, (digest, result))
+                for uid, digest, result in self._db.execute(
+                    "SELECT uid, description_hash, result FROM tasks WHERE state = ? AND "
+                    f"result IS NOT NULL AND uid IN ({','.join('?' * len(chunk))})",
+                    (DONE, *chunk),
+                )
+            )
         candidates: dict[str, dict[str, Any]] = {}
-        for task in tasks:
-            uid = task.get("uid")
-            if not isinstance(uid, str):
-                continue  # a generated uid differs between runs: nothing to match
-            row = self._db.execute(
-                "SELECT description_hash, state, result FROM tasks WHERE uid = ?", (uid,)
-            ).fetchone()
-            if row is None or row[1] != DONE or row[2] is None:
-                continue
-            if row[0] == description_hash(describe(task)):
-                candidates[uid] = json.loads(row[2])
+        for uid, (digest, result) in done.items():
+            if digest == description_hash(describe(named[uid])):
+                candidates[uid] = json.loads(result)
         # A task whose dependency runs again must run again: drop candidates until stable
         # (dependencies may name later tasks of the batch).
         by_uid = {task.get("uid"): task for task in tasks}
