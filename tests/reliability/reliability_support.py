@@ -60,7 +60,7 @@ def children() -> set[int]:
     """pids of the live descendants of this process (Python's resource tracker, which lives as
     long as the interpreter, started first so that it is in every baseline)."""
     resource_tracker.ensure_running()
-    return {proc.pid for proc in psutil.Process().children(recursive=True) if _alive(proc)}
+    return {proc.pid for proc in psutil.Process().children(recursive=True) if alive(proc)}
 
 
 def working_in(root: Path) -> list[psutil.Process]:
@@ -74,7 +74,7 @@ def working_in(root: Path) -> list[psutil.Process]:
     return found
 
 
-def _alive(proc: psutil.Process) -> bool:
+def alive(proc: psutil.Process) -> bool:
     with contextlib.suppress(psutil.Error):
         return proc.status() != psutil.STATUS_ZOMBIE
     return False
@@ -87,7 +87,7 @@ def assert_no_new_children(
     (SIGKILL lands asynchronously: allow a moment for the last ones to go)."""
 
     def left() -> set[int]:
-        inside = {p.pid for p in working_in(root) if _alive(p)} if root is not None else set()
+        inside = {p.pid for p in working_in(root) if alive(p)} if root is not None else set()
         return (children() - baseline) | inside
 
     deadline = time.monotonic() + within

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from reliability_support import WAIT, installed_backends, working_in
+from reliability_support import WAIT, alive, installed_backends, working_in
 
 RUNTIME = """
 import asyncio, sys, time
@@ -40,12 +40,6 @@ async def main(name, root):
 
 asyncio.run(main(*sys.argv[1:]))
 """
-
-
-def alive(proc: psutil.Process) -> bool:
-    with contextlib.suppress(psutil.Error):
-        return proc.status() != psutil.STATUS_ZOMBIE
-    return False
 
 
 @pytest.mark.parametrize("name", [p for p in installed_backends() if p.id != "noop"])
