@@ -56,6 +56,17 @@ def test_slurm_cpus_per_node_list_takes_the_smallest(batch_env: pytest.MonkeyPat
     assert detect().cores_per_node == 36
 
 
+def test_slurm_job_wide_cpus_beat_this_nodes_count(batch_env: pytest.MonkeyPatch) -> None:
+    # What `sbatch -N2 -n3` sets in its batch script (measured on tests/slurm's cluster): the
+    # script's node got 2 CPUs, the other 1. Two per node would claim 4 where 3 were granted.
+    batch_env.setenv("SLURM_JOB_ID", "1")
+    batch_env.setenv("SLURM_JOB_NODELIST", "n[1-2]")
+    batch_env.setenv("SLURM_JOB_CPUS_PER_NODE", "2,1")
+    batch_env.setenv("SLURM_CPUS_ON_NODE", "2")
+    found = detect()
+    assert (found.cores_per_node, found.total_cores) == (1, 2)
+
+
 @pytest.mark.parametrize(
     ("variables", "gpu_ids"),
     [
@@ -77,6 +88,43 @@ def test_slurm_gpu_ids(
         batch_env.setenv(name, value)
     found = detect()
     assert (found.gpus_per_node, found.gpu_ids) == (len(gpu_ids), gpu_ids)
+
+
+@pytest.mark.parametrize(
+    ("variables", "gpus"),
+    [
+        ({"SLURM_GPUS_PER_NODE": "2"}, 2),
+        ({"SLURM_GPUS_PER_NODE": "a100:2"}, 2),
+        ({"SLURM_GPUS_PER_NODE": "a100:1,v100:1"}, 2),
+        ({"SLURM_GPUS": "3"}, 3),  # one node: the job's count is the node's
+    ],
+)
+def test_slurm_gpus_asked_for_seen_from_salloc(
+    batch_env: pytest.MonkeyPatch, variables: dict[str, str], gpus: int
+) -> None:
+    # salloc's shell runs off the nodes: only the request's variables say what was granted.
+    batch_env.setenv("SLURM_JOB_ID", "1")
+    batch_env.setenv("SLURM_JOB_NODELIST", "g1")
+    batch_env.setenv("SLURM_JOB_CPUS_PER_NODE", "4")
+    for name, value in variables.items():
+        batch_env.setenv(name, value)
+    assert detect().gpus_per_node == gpus
+
+
+def test_slurm_job_gpus_over_several_nodes_say_nothing_per_node(
+    batch_env: pytest.MonkeyPatch,
+) -> None:
+    batch_env.setenv("SLURM_JOB_ID", "1")
+    batch_env.setenv("SLURM_JOB_NODELIST", "g[1-2]")
+    batch_env.setenv("SLURM_GPUS", "3")
+    assert detect().gpus_per_node == 0
+
+
+def test_slurm_malformed_gpus_per_node_names_the_variable(batch_env: pytest.MonkeyPatch) -> None:
+    batch_env.setenv("SLURM_JOB_ID", "1")
+    batch_env.setenv("SLURM_GPUS_PER_NODE", "a100:two")
+    with pytest.raises(PlatformError, match="SLURM_GPUS_PER_NODE must look like"):
+        detect()
 
 
 def test_slurm_malformed_nodelist_names_the_variable(batch_env: pytest.MonkeyPatch) -> None:

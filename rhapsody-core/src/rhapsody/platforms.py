@@ -305,6 +305,7 @@ def detect() -> DetectedAllocation:
 
 
 _SLURM_CPU_COUNT = re.compile(r"([0-9]+)(?:\(x[0-9]+\))?")
+_DIGITS = re.compile("[0-9]+")
 
 
 def _env_int(env: Mapping[str, str], name: str) -> int | None:
@@ -360,12 +361,32 @@ def _slurm_cpus_per_node(env: Mapping[str, str]) -> int | None:
     return min(counts)
 
 
+def _slurm_gpus_requested(env: Mapping[str, str], nodes: int) -> int | None:
+    # `--gpus-per-node=2` or `=a100:2` (or a comma list of types); `--gpus` counts the whole
+    # job, which says how many a node has only when there is one node.
+    raw = env.get("SLURM_GPUS_PER_NODE")
+    name = "SLURM_GPUS_PER_NODE"
+    if not raw and nodes == 1:
+        raw, name = env.get("SLURM_GPUS"), "SLURM_GPUS"
+    if not raw:
+        return None
+    counts = [part.rpartition(":")[2].strip() for part in raw.split(",")]
+    if not all(_DIGITS.fullmatch(count) for count in counts):
+        raise PlatformError(f"{name} must look like '2' or 'a100:2', got {raw!r}")
+    return sum(int(count) for count in counts)
+
+
 def _detect_slurm(env: Mapping[str, str]) -> DetectedAllocation:
     variable = "SLURM_JOB_NODELIST" if env.get("SLURM_JOB_NODELIST") else "SLURM_NODELIST"
     nodes = _env_hostlist(env, variable) if env.get(variable) else [socket.gethostname()]
-    cores = _env_int(env, "SLURM_CPUS_ON_NODE") or _slurm_cpus_per_node(env) or detect_cores()
+    # The job-wide list first: SLURM_CPUS_ON_NODE is only the node this runs on, and under
+    # `sbatch -N2 -n3` (CPUs "2,1") it would claim 2 per node, 4 in all, where 3 were granted.
+    cores = _slurm_cpus_per_node(env) or _env_int(env, "SLURM_CPUS_ON_NODE") or detect_cores()
     slurm_ids = _id_list(env.get("SLURM_STEP_GPUS") or env.get("SLURM_JOB_GPUS"))
     count = _env_int(env, "SLURM_GPUS_ON_NODE")
+    if count is None and not slurm_ids:
+        # salloc's shell (not on a compute node) only sees what was asked for.
+        count = _slurm_gpus_requested(env, len(set(nodes)))
     gpus = len(slurm_ids) if count is None else count
     # Where Slurm confines the job's devices it renumbers them and sets CUDA_VISIBLE_DEVICES to
     # match; those are the identifiers a task must use, not Slurm's global indices.
