@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,16 +38,43 @@ def test_plugins_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert "concurrent" in names and "noop" in names
 
 
-def test_run_example_pipeline() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "rhapsody", "run", str(EXAMPLES / "pipeline.toml"), "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "9 tasks in" in out.stdout and "9 done" in out.stdout
-    assert "combine: sum of 1..1000000 = 500000500000" in out.stdout
+def test_run_example_pipeline_twice_at_once() -> None:
+    """The README's main job, verbatim (from the repository root), twice at the same time: each
+    run has its own run directory, so neither overwrites the other's files."""
+    root = EXAMPLES.parent
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "rhapsody", "run", "examples/pipeline.toml", "--no-progress"],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "COLUMNS": "300"},
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    folders = []
+    try:
+        for out, _ in outputs:
+            match = re.search(r"^run directory: (.+)$", out, re.MULTILINE)
+            if match:
+                folders.append(Path(match.group(1)))
+        for run, (out, err) in zip(runs, outputs, strict=True):
+            assert run.returncode == 0, err
+            assert "9 tasks in" in out and "9 done" in out
+            assert "combine: sum of 1..1000000 = 500000500000" in out
+        assert len(set(folders)) == 2
+        for folder in folders:
+            assert folder.parent == EXAMPLES / "runs"
+            assert sorted(p.name for p in folder.glob("chunk.*.sum")) == [
+                f"chunk.{i}.sum" for i in range(4)
+            ]
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (EXAMPLES / "runs").rmdir()
 
 
 def test_run_reports_failures_and_exit_code(

@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from rhapsody.backends.base import BaseBackend, BaseExecutionBackend
     from rhapsody.session import Session
+    from rhapsody.sweeps import expand
     from rhapsody.tasks import ComputeTask
 
 _LAZY = {
@@ -30,6 +31,7 @@ _LAZY = {
     "ComputeTask": "rhapsody.tasks",
     "BaseExecutionBackend": "rhapsody.backends.base",
     "BaseBackend": "rhapsody.backends.base",
+    "expand": "rhapsody.sweeps",
 }
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "TasksMainStates",
     "__version__",
     "discover_backends",
+    "expand",
     "get_backend",
 ]
 

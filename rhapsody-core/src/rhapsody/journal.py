@@ -270,6 +270,16 @@ class Journal:
             self._db.execute("COMMIT")
             self._in_transaction = False
 
+    # -- settings of the run -----------------------------------------------------------------
+    def recall(self, key: str) -> str | None:
+        """The value `remember`ed under `key` by an earlier run, or None."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (f"run.{key}",)).fetchone()
+        return None if row is None else str(row[0])
+
+    def remember(self, key: str, value: str) -> None:
+        """Keep `value` under `key` for later runs (`rhapsody run` keeps its run directory)."""
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"run.{key}", value))
+
     # -- reading ---------------------------------------------------------------------------
     def states(self) -> dict[str, str]:
         """uid -> the last recorded state of every task in the journal."""

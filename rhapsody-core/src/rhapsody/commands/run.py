@@ -1,17 +1,22 @@
-"""`rhapsody run WORKFLOW`: run a workflow file with live progress and a summary; optionally
-on a platform of the catalog, recorded in a resumable journal, and traced."""
+"""`rhapsody run WORKFLOW`: run a workflow file with live progress and a summary, in a run
+directory; optionally on a platform of the catalog, recorded in a resumable journal, traced,
+and with a JSON Lines file of results."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import inspect
+import os
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -21,8 +26,11 @@ from rhapsody.errors import BackendError, RhapsodyError, TaskValidationError
 from rhapsody.journal import Journal
 from rhapsody.platforms import get_platform
 from rhapsody.plugins import backend_class
+from rhapsody.results import ResultsFile
 from rhapsody.states import CANCELED, DONE, EXECUTING, FAILED, FINAL_STATES
 from rhapsody.trace import TraceRecorder
+
+from . import telemetry_options
 
 STDERR_TAIL = 300
 
@@ -40,22 +48,77 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trace", metavar="FILE", help="write a Chrome trace (Perfetto, chrome://tracing)"
     )
+    telemetry_options.add_arguments(parser)
+    parser.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="where tasks run (default: the file's run_dir, else a new runs/<name>-<time>)",
+    )
+    parser.add_argument(
+        "--results", metavar="FILE", help="write one JSON line per task as it finishes"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
+    # Tasks run in the run directory, and so does this process: paths given here mean here.
+    for option in ("journal", "trace", "results"):
+        if getattr(args, option):
+            setattr(args, option, os.path.abspath(getattr(args, option)))
+    journal: Journal | None = None
+    created: Path | None = None
     try:
-        flow = workflows.load(args.workflow)
-    except RhapsodyError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        flow = workflows.read(args.workflow)
+        for hint in flow.hints:
+            warning = f"[yellow]warning:[/yellow] {escape(hint)}"
+            console.print(warning, highlight=False, soft_wrap=True)
+        if args.journal:
+            journal = Journal(args.journal)
+        run_dir = _run_dir(flow, args.run_dir, journal)
+        if run_dir is None:
+            run_dir = created = workflows.new_run_dir(flow)
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        if journal is not None:
+            journal.remember("run_dir", str(run_dir))
+        flow.expand(run_dir)
+    except (RhapsodyError, OSError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        if journal is not None:
+            journal.close()
+        _discard(created)
         return 2
     name = args.backend or flow.backend or "concurrent"
+    here = os.getcwd()
+    os.chdir(run_dir)
     try:
-        return asyncio.run(_run(flow, name, args))
+        code = asyncio.run(_run(flow, name, args, journal, run_dir))
     except KeyboardInterrupt:
         return 130
     except _Terminated:
         return 128 + signal.SIGTERM
+    finally:
+        os.chdir(here)
+    if code == 2:
+        _discard(created)  # the workflow never started: leave no empty directory behind
+    return code
+
+
+def _run_dir(flow: workflows.Workflow, option: str | None, journal: Journal | None) -> Path | None:
+    """The run directory asked for: --run-dir, else the file's, else the one a journal's
+    earlier run used (so a resumed run finds its files); None: make a new one."""
+    if option is not None:
+        return Path(option).resolve()
+    if flow.run_dir is not None:
+        return flow.run_dir
+    remembered = journal.recall("run_dir") if journal is not None else None
+    return None if remembered is None else Path(remembered)
+
+
+def _discard(run_dir: Path | None) -> None:
+    if run_dir is not None:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # only when empty
 
 
 class _Terminated(Exception):
@@ -78,19 +141,29 @@ def _make_backend(name: str, options: dict[str, Any], platform: str | None) -> B
         raise BackendError(f"backend {name!r}: {exc}") from exc
 
 
-async def _run(flow: workflows.Workflow, name: str, args: argparse.Namespace) -> int:
+async def _run(
+    flow: workflows.Workflow,
+    name: str,
+    args: argparse.Namespace,
+    journal: Journal | None,
+    run_dir: Path,
+) -> int:
     console = Console()
-    journal: Journal | None = None
+    results: ResultsFile | None = None
     try:
-        if args.journal:
-            journal = Journal(args.journal)
+        if args.results:
+            results = ResultsFile(args.results)
         backend = _make_backend(name, flow.backend_options, args.platform)
         await backend
-    except RhapsodyError as exc:
+        telemetry = await telemetry_options.start(args, backend, console)
+    except (RhapsodyError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         if journal is not None:
             journal.close()
+        if results is not None:
+            results.close()
         return 2
+    console.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
     states: dict[str, str] = {}
     backend.register_callback(lambda task, state: states.__setitem__(task["uid"], state))
     recorder = None
@@ -99,6 +172,8 @@ async def _run(flow: workflows.Workflow, name: str, args: argparse.Namespace) ->
         recorder.attach(backend)
     if journal is not None:
         backend.register_callback(journal.record)
+    if results is not None:
+        backend.register_callback(results.record)
     total = len(flow.tasks)
     started = time.perf_counter()
     interrupted = False
@@ -122,6 +197,8 @@ async def _run(flow: workflows.Workflow, name: str, args: argparse.Namespace) ->
             else:
                 futures = await journal.submit(flow.tasks, backend.submit_tasks, backend.adopt_done)
                 states.update(dict.fromkeys(journal.skipped, DONE))
+                if results is not None:
+                    results.resumed(t for t in flow.tasks if t["uid"] in journal.skipped)
         except TaskValidationError as exc:
             console.print(
                 f"[red]error:[/red] {workflows.describe(flow, exc)}",
@@ -153,6 +230,10 @@ async def _run(flow: workflows.Workflow, name: str, args: argparse.Namespace) ->
         await backend.shutdown()
         if journal is not None:
             journal.close()
+        if telemetry is not None:
+            telemetry.close()
+        if results is not None:
+            results.close()
     resumed = len(journal.skipped) if journal is not None else 0
     _summary(console, flow.tasks, states, started, interrupted, resumed)
     code = 0 if all(states.get(t["uid"]) == DONE for t in flow.tasks) else 1
