@@ -11,13 +11,16 @@ import asyncio
 import itertools
 import os
 from collections.abc import Generator, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rhapsody.backends.base import BaseExecutionBackend, Callback, TaskFutures
 from rhapsody.errors import SessionError, TaskValidationError
 from rhapsody.journal import Journal
 from rhapsody.proxy import ServiceProxy
 from rhapsody.registry import ENV_VAR, ServiceRegistry
+
+if TYPE_CHECKING:
+    from rhapsody.telemetry import TelemetryManager
 
 _session_ids = itertools.count(1)
 
@@ -46,6 +49,7 @@ class Session:
         self._registry: ServiceRegistry | None = None
         self._proxies: dict[str, ServiceProxy] = {}
         self._env_before: str | None = None
+        self._telemetry: TelemetryManager | None = None
         if journal is not None and not isinstance(journal, Journal):
             journal = Journal(journal)
         self._journal = journal
@@ -218,6 +222,42 @@ class Session:
         """Running proxies: service name -> local address."""
         return {name: p.address for name, p in self._proxies.items() if p.address is not None}
 
+    # -- telemetry ---------------------------------------------------------------------------
+    async def start_telemetry(self, **options: Any) -> TelemetryManager:
+        """Start this session's telemetry (idempotent: options apply to the first call) and
+        return its `rhapsody.telemetry.TelemetryManager`; see docs/telemetry.md for the
+        options. `close()` stops it and flushes its exporters."""
+        self._check_open()
+        if self._telemetry is None:
+            from rhapsody.telemetry import TelemetryManager
+
+            manager = TelemetryManager(
+                self.uid,
+                default_backend=lambda: next(iter(self._backends), None),
+                **options,
+            )
+            await manager.start()
+            manager.attach(self)
+            self._telemetry = manager
+        return self._telemetry
+
+    def get_telemetry(self) -> TelemetryManager:
+        """The running telemetry manager; raises `TelemetryError` before `start_telemetry()`."""
+        if self._telemetry is None:
+            from rhapsody.telemetry import TelemetryError
+
+            raise TelemetryError(
+                f"telemetry of session {self.uid} is not started: "
+                "call 'await session.start_telemetry()' first"
+            )
+        return self._telemetry
+
+    async def start_dashboard(self, *, port: int = 0, **telemetry_options: Any) -> str:
+        """Serve the live dashboard on 127.0.0.1 (telemetry is started if needed); returns
+        its URL, which holds the access token."""
+        manager = await self.start_telemetry(**telemetry_options)
+        return await manager.start_dashboard(port=port)
+
     def _check_open(self) -> None:
         if self._closed:
             raise SessionError(f"session {self.uid} is closed")
@@ -239,7 +279,8 @@ class Session:
         self._proxies = {}
         self._registry = None
         journal, self._journal = self._journal, None
-        return _Closing(list(self._backends.values()), services, journal)
+        telemetry, self._telemetry = self._telemetry, None
+        return _Closing(list(self._backends.values()), services, journal, telemetry)
 
     async def __aenter__(self) -> Session:
         for backend in self._backends.values():
@@ -261,19 +302,22 @@ class _Closing:
         backends: list[BaseExecutionBackend],
         services: Sequence[ServiceProxy | ServiceRegistry] = (),
         journal: Journal | None = None,
+        telemetry: TelemetryManager | None = None,
     ) -> None:
         self._task: asyncio.Future[Any] | None = None
         active = [b for b in backends if b.state() == "RUNNING"]
         if not active and not services:
             if journal is not None:
                 journal.close()
+            if telemetry is not None:
+                telemetry.close()
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
         if loop is not None:
-            self._task = loop.create_task(_shutdown_all(active, services, journal))
+            self._task = loop.create_task(_shutdown_all(active, services, journal, telemetry))
         else:
             raise SessionError(
                 "this session's backends run on an event loop: use 'await session.close()' there"
@@ -288,6 +332,7 @@ async def _shutdown_all(
     backends: list[BaseExecutionBackend],
     services: Sequence[ServiceProxy | ServiceRegistry],
     journal: Journal | None = None,
+    telemetry: TelemetryManager | None = None,
 ) -> None:
     # Backends first: a service task still running may use the registry until it is stopped.
     results: list[Any] = list(
@@ -295,6 +340,8 @@ async def _shutdown_all(
     )
     if journal is not None:  # after the backends: their shutdown cancels tasks
         journal.close()
+    if telemetry is not None:  # likewise: the cancellations are in its figures and exports
+        telemetry.close()
     for service in services:  # proxies before the registry they resolve through
         try:
             await service.stop()
