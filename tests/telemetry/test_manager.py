@@ -13,9 +13,9 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="needs rhapsody-core[telemetry]")
 
-from rhapsody.backends.execution import ConcurrentExecutionBackend  # noqa: E402
-from rhapsody.session import Session  # noqa: E402
-from rhapsody.telemetry import (  # noqa: E402
+from rhapsody.backends.execution import ConcurrentExecutionBackend
+from rhapsody.session import Session
+from rhapsody.telemetry import (
     BaseEvent,
     ServiceReady,
     TelemetryError,

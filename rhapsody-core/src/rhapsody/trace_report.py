@@ -1,5 +1,5 @@
-"""What a trace written by `rhapsody.trace.TraceRecorder` says: utilization, critical path and
-the slowest tasks (for `rhapsody report`)."""
+"""What a trace written by `rhapsody.trace.TraceRecorder` (or a telemetry JSONL checkpoint)
+says: utilization, critical path and the slowest tasks (for `rhapsody report`)."""
 
 from __future__ import annotations
 
@@ -59,12 +59,17 @@ class TraceSummary:
 
 
 def load(path: str | os.PathLike[str]) -> list[Span]:
-    """The task spans of a Chrome trace file written by `TraceRecorder`."""
+    """The task spans of a Chrome trace file written by `TraceRecorder`, or of a telemetry
+    checkpoint (JSONL, `session.start_telemetry(checkpoint_path=...)`)."""
     try:
         with open(path, encoding="utf-8") as file:
-            data = json.load(file)
+            text = file.read()
     except OSError as exc:
         raise TraceFileError(f"{path}: cannot read: {exc.strerror}") from exc
+    if text.lstrip().startswith('{"section"'):
+        return _load_checkpoint(path, text)
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TraceFileError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
     events = data.get("traceEvents") if isinstance(data, dict) else data
@@ -83,6 +88,54 @@ def load(path: str | os.PathLike[str]) -> list[Span]:
             spans.append(_span(event, processes))
         except (KeyError, TypeError, ValueError) as exc:
             raise TraceFileError(f"{path}: event #{index} is not a task span: {exc!r}") from exc
+    if not spans:
+        raise TraceFileError(f"{path}: no task spans (was any task executed?)")
+    return spans
+
+
+# A checkpoint span's status -> the trace's end state of an attempt.
+_CHECKPOINT_STATES = {"completed": "DONE", "failed": "FAILED", "canceled": "CANCELED",
+                      "retried": "RETRIED"}
+
+
+def _load_checkpoint(path: str | os.PathLike[str], text: str) -> list[Span]:
+    """Task spans of a telemetry checkpoint; times from its first record (SessionStarted)."""
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(text.splitlines()):  # the run is still writing its last line
+                break
+            raise TraceFileError(f"{path}:{number}: invalid JSON line") from None
+    origin = None
+    spans = []
+    for number, record in enumerate(records, 1):
+        if record.get("section") == "event" and origin is None:
+            origin = float(record["event_time"])
+        if record.get("section") != "span" or record.get("name") != "task":
+            continue
+        try:
+            attributes = record["attributes"]
+            start = float(record["start_time_s"])
+            if origin is None:
+                origin = start
+            spans.append(
+                Span(
+                    uid=str(attributes["task_id"]),
+                    backend=str(attributes.get("backend", "")),
+                    lane=int(attributes.get("slot", 0)),
+                    start=start - origin,
+                    end=float(record["end_time_s"]) - origin,
+                    state=_CHECKPOINT_STATES.get(str(attributes.get("status")), "DONE"),
+                    attempt=int(attributes.get("attempt", 1)),
+                    dependencies=tuple(str(d) for d in record.get("dependencies") or ()),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TraceFileError(f"{path}: record #{number} is not a task span: {exc!r}") from exc
     if not spans:
         raise TraceFileError(f"{path}: no task spans (was any task executed?)")
     return spans
