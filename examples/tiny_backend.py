@@ -2,7 +2,8 @@
 
 The engine in `BaseExecutionBackend` does the bookkeeping (states, callbacks, futures,
 dependencies, timeouts, retries, cancellation, shutdown). A backend only says how to run one
-attempt of a task. This one runs executables with `asyncio` (no shell) and functions inline.
+attempt of a task. This one runs executables with `asyncio` (the context says with which
+argv, environment and directory) and functions on a thread.
 To ship it, add to your package's pyproject.toml:
 
     [project.entry-points."rhapsody.backends"]
@@ -15,9 +16,12 @@ calls `registry.add("tiny", "tiny_backend:TinyBackend")`.
 from __future__ import annotations
 
 import asyncio
-import inspect
+import contextlib
+import os
+import signal
 
 from rhapsody.backends.base import BaseExecutionBackend, ExecutionContext, Outcome
+from rhapsody.backends.launch import describe_exit
 from rhapsody.task import TaskDescription
 
 
@@ -27,38 +31,38 @@ class TinyBackend(BaseExecutionBackend):
     async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
         if task.function is not None:
             ctx.started()
-            try:
-                value = task.function(*task.args, **task.kwargs)
-                if inspect.isawaitable(value):
+            try:  # on a thread, so that a slow function does not stop the event loop
+                value = await asyncio.to_thread(task.function, *task.args, **task.kwargs)
+                if asyncio.iscoroutine(value):
                     value = await value
             except Exception as exc:
                 return Outcome.raised(exc)
             return Outcome(True, return_value=value)
-        assert task.executable is not None
-        try:
+        try:  # the context resolves argv (shell or not), environment and working directory
             proc = await asyncio.create_subprocess_exec(
-                task.executable,
-                *task.arguments,
-                env=task.environment,
-                cwd=task.working_directory,
+                *ctx.command_line(task),
+                env=ctx.environment(task),
+                cwd=ctx.working_directory(task),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,  # its own process group: a stop reaches the whole tree
             )
         except OSError as exc:
             return Outcome.failure(f"cannot start {task.executable!r}: {exc}", exception=exc)
         ctx.started()
         try:
             out, err = await proc.communicate()
-        except asyncio.CancelledError:
-            proc.kill()  # cancelled or timed out: stop the process, then let the engine know
+        except asyncio.CancelledError:  # cancelled or timed out: stop it, then tell the engine
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
             raise
         code = proc.returncode
         assert code is not None
         return Outcome(
             code == 0,
-            None if code == 0 else f"exit code {code}",
-            stdout=out.decode(),
-            stderr=err.decode(),
+            None if code == 0 else describe_exit(code),
+            stdout=out.decode(errors="replace"),
+            stderr=err.decode(errors="replace"),
             exit_code=code,
         )

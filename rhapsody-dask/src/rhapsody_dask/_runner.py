@@ -29,8 +29,9 @@ import cloudpickle  # type: ignore[import-untyped]
 from distributed import get_worker
 from tblib import pickling_support  # type: ignore[import-untyped]
 
+from rhapsody.backends import launch
 from rhapsody.backends.base import Outcome
-from rhapsody.backends.execution._subprocess import TAIL_BYTES, command_line, describe_exit
+from rhapsody.backends.execution._subprocess import TAIL_BYTES
 from rhapsody.task import TaskDescription
 from rhapsody_dask import _orphans, _quiet
 
@@ -119,20 +120,17 @@ _lock = threading.Lock()
 
 def _spawn(job: Job, key: str) -> Outcome:
     task = job.task
-    argv = command_line(task)
-    env = None
-    if task.environment is not None or task.secret_environment is not None:
-        env = {**os.environ, **(task.environment or {}), **(task.secret_environment or {})}
+    argv = launch.command_line(task)
+    env = launch.environment(task)  # over this worker's environment
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
-            if task.working_directory is not None:
-                os.makedirs(task.working_directory, exist_ok=True)
+            cwd = launch.working_directory(task)
             child = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
-                cwd=task.working_directory,
+                cwd=cwd,
                 env=env,
                 start_new_session=True,  # own process group: the whole tree can be signalled
             )
@@ -147,7 +145,7 @@ def _spawn(job: Job, key: str) -> Outcome:
     files = {"stdout_file": stdout_file, "stderr_file": stderr_file}
     return Outcome(
         code == 0,
-        None if code == 0 else describe_exit(code),
+        None if code == 0 else launch.describe_exit(code),
         stdout=stdout,
         stderr=stderr,
         exit_code=code,

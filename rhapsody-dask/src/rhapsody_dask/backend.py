@@ -126,6 +126,16 @@ class DaskExecutionBackend(BaseExecutionBackend):
         """The asynchronous `distributed.Client` (None until the backend is started)."""
         return self._client
 
+    @property
+    def capacity(self) -> tuple[int, int] | None:
+        """The embedded cluster's cores (threads) and GPUs; None for other clusters, whose
+        workers may come and go."""
+        shape = self._shape
+        if shape is None:
+            return None
+        n = shape.n_workers
+        return n * shape.threads_per_worker, n * shape.gpus_per_worker
+
     def get_task_states_map(self) -> StateMapper:
         return self._states
 

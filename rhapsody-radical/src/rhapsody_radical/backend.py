@@ -228,6 +228,14 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         """The `rp.PilotDescription` fields this backend submits."""
         return dict(self._pilot_fields)
 
+    @property
+    def capacity(self) -> tuple[int, int] | None:
+        """The pilot's cores and GPUs (None for a pilot sized in nodes)."""
+        fields = self._pilot_fields
+        if "cores" not in fields:
+            return None
+        return int(fields["cores"]), int(fields.get("gpus", 0))
+
     def get_task_states_map(self) -> StateMapper:
         return StateMapper(self.backend_name, native=TASK_STATES)
 

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from rhapsody.backends import launch
 from rhapsody.errors import BackendError, TaskExecutionError, TaskValidationError
 from rhapsody.graph import Node, TaskGraph
 from rhapsody.resources import Allocation, ResourcePool
@@ -110,6 +111,24 @@ class ExecutionContext:
     def work_dir(self) -> Path:
         """The backend's work directory (created on first use)."""
         return self._backend._ensure_work_dir()
+
+    # What an executable task's fields mean, resolved for this attempt (`rhapsody.backends.
+    # launch`). They take the `task` given to `_execute`: that is the one to run.
+    def command_line(self, task: TaskDescription) -> list[str]:
+        """argv of executable `task`: its arguments verbatim, or through `/bin/sh -c`."""
+        return launch.command_line(task)
+
+    def environment(self, task: TaskDescription) -> dict[str, str] | None:
+        """The environment to start `task`'s process with: this process's, then the task's
+        `environment` and `secret_environment`, then `CUDA_VISIBLE_DEVICES` when the engine
+        places GPUs. None: inherit this process's unchanged."""
+        pool = self._backend._pool
+        gpus = self.gpu_ids if pool is not None and pool.total_gpus else None
+        return launch.environment(task, gpus)
+
+    def working_directory(self, task: TaskDescription) -> str | None:
+        """`task`'s working directory, created if missing (None: the backend's own cwd)."""
+        return launch.working_directory(task)
 
 
 class TaskFutures(list):  # type: ignore[type-arg]
@@ -223,6 +242,13 @@ class BaseExecutionBackend:
     def resources(self) -> ResourcePool | None:
         """The slots this backend schedules into (None when its engine does the placement)."""
         return self._pool
+
+    @property
+    def capacity(self) -> tuple[int, int] | None:
+        """(cores, GPUs) that this backend's running tasks hold at most, together; None when
+        unknown (workers that may join later). The conformance kit measures that it holds."""
+        pool = self._pool
+        return None if pool is None else (pool.total_cores, pool.total_gpus)
 
     def state(self) -> str:
         """INITIALIZED, RUNNING or SHUTDOWN."""

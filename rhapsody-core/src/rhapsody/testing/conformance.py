@@ -5,14 +5,26 @@ something other than executables and functions; return None for kinds it cannot 
 ("fail": a task that ends FAILED, "slow": one that runs ~0.3 s, "ok": one that succeeds).
 One backend is shared per test class (engines such as a pilot are slow to start); tests that
 need their own backend (shutdown) create one.
+
+Besides the lifecycle, the kit checks what tasks do on the backend: each documented task field
+has a check that runs a probe (`rhapsody.testing.probes`) and looks at what the process saw.
+A backend that cannot run executables or functions says so (`runs_executables` /
+`runs_functions`, or `make_task` returning None) and the checks that need them are skipped,
+each with its reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import logging
+import os
 import pickle
-from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, ClassVar, NoReturn
 
 import anyio
 import anyio.from_thread
@@ -23,16 +35,27 @@ import pytest
 from rhapsody.backends.base import BaseExecutionBackend
 from rhapsody.errors import BackendError, TaskExecutionError, TaskValidationError
 from rhapsody.states import DONE, EXECUTING, FINAL_STATES
+from rhapsody.testing import probes
 from rhapsody.testing.invariants import InvariantRecorder
 from rhapsody.testing.machine import run_state_machine
 
-
-def _succeed(x: int = 1) -> int:
-    return x * 2
-
-
-def _fail() -> None:
-    raise RuntimeError("conformance: intended failure")
+#: arguments that a shell, a launch script or a naive join would change
+ARGUMENTS = [
+    "two words",
+    'double"quote',
+    "single'quote",
+    "",
+    "ünïcødé ✓ 日本",
+    "$HOME",
+    "`id`",
+    "*",
+    "back\\slash",
+    "--opt=a b",
+    "line\nbreak",
+    "  padded  ",
+]
+# Starts a grandchild, writes its pid and its own, then waits: stopping the task must stop both.
+_TREE = 'sleep 300 & echo $! > "$1"; echo $$ >> "$1"; wait'
 
 
 class BackendConformance:
@@ -45,6 +68,8 @@ class BackendConformance:
     #: whether the backend runs executables / Python functions
     runs_executables: ClassVar[bool] = True
     runs_functions: ClassVar[bool] = True
+    #: bytes each stream of the large-output check writes (above the usual in-memory limits)
+    large_output_bytes: ClassVar[int] = 3 << 20
 
     def make_backend(self) -> BaseExecutionBackend:
         raise NotImplementedError("subclasses return a new, unstarted backend")
@@ -58,7 +83,11 @@ class BackendConformance:
                 "slow": {"executable": "/bin/sleep", "arguments": ["0.3"]},
             }
         elif self.runs_functions:
-            table = {"ok": {"function": _succeed, "args": [1]}, "fail": {"function": _fail}}
+            table = {
+                "ok": {"function": probes.succeed, "args": [1]},
+                "fail": {"function": probes.fail},
+                "slow": {"function": probes.nap, "args": [0.3]},
+            }
         task = table.get(kind)
         return dict(task) if task is not None else None
 
@@ -84,9 +113,37 @@ class BackendConformance:
     def _task(self, kind: str, uid: str, **extra: Any) -> dict[str, Any]:
         task = self.make_task(kind)
         if task is None:
-            pytest.skip(f"backend cannot run a {kind!r} task")
+            _skip(f"{type(self).__name__}.make_task({kind!r}) is None: no such task here")
         task.update(uid=uid, **extra)
         return task
+
+    def _executable(self, uid: str, task: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        if not self.runs_executables:
+            _skip(f"{type(self).__name__} runs no executables (runs_executables = False)")
+        task.update(uid=uid, **extra)
+        return task
+
+    async def _done(self, backend: BaseExecutionBackend, task: dict[str, Any]) -> dict[str, Any]:
+        [result] = await self._run(backend, [task])
+        if isinstance(result, BaseException):
+            raise AssertionError(f"task {task['uid']!r} did not succeed: {result}") from result
+        assert task["state"] == DONE, task["state"]
+        return task
+
+    async def _failed(self, backend: BaseExecutionBackend, task: dict[str, Any]) -> Exception:
+        [result] = await self._run(backend, [task])
+        assert isinstance(result, TaskExecutionError), f"{task['uid']!r} did not fail: {result!r}"
+        assert task["state"] == "FAILED", task["state"]
+        return result
+
+    @staticmethod
+    def _reported(task: dict[str, Any]) -> dict[str, Any]:
+        try:
+            report: dict[str, Any] = json.loads(task.get("stdout") or "")
+        except ValueError:
+            stdout = task.get("stdout")
+            raise AssertionError(f"the probe's stdout is not its report: {stdout!r}") from None
+        return report
 
     # -- the contract --------------------------------------------------------------------------
     @pytest.mark.anyio
@@ -110,7 +167,7 @@ class BackendConformance:
         task.pop("uid", None)
         [result] = await self._run(backend, [task])
         assert isinstance(task["uid"], str) and task["uid"]
-        assert result is task
+        assert result is task and task["state"] == DONE
 
     @pytest.mark.anyio
     async def test_failure_raises_error_carrying_task(self, backend: BaseExecutionBackend) -> None:
@@ -231,7 +288,7 @@ class BackendConformance:
     @pytest.mark.anyio
     async def test_finished_task_dict_is_picklable(self, backend: BaseExecutionBackend) -> None:
         task = self._task("ok", "pickle.1")
-        await self._run(backend, [task])
+        await self._done(backend, task)
         plain = {k: v for k, v in task.items() if k != "function"}
         pickle.dumps(plain)
 
@@ -247,6 +304,213 @@ class BackendConformance:
             )
 
         await anyio.to_thread.run_sync(drive)
+
+    # -- what tasks do: each documented field, seen from inside the task -----------------------
+    @pytest.mark.anyio
+    async def test_arguments_reach_the_program_verbatim(
+        self, backend: BaseExecutionBackend
+    ) -> None:
+        task = await self._done(backend, self._executable("do.args", probes.report(*ARGUMENTS)))
+        assert self._reported(task)["argv"] == ARGUMENTS
+
+    @pytest.mark.anyio
+    async def test_environment_is_merged_over_the_parents(
+        self, backend: BaseExecutionBackend
+    ) -> None:
+        env = {"RHAPSODY_KIT_VAR": "spaces, ü and $HOME", "RHAPSODY_KIT_EMPTY": ""}
+        task = self._executable("do.env", probes.report(), environment=env)
+        seen = self._reported(await self._done(backend, task))["env"]
+        assert {k: seen.get(k) for k in env} == env
+        for name in ("HOME", "PATH"):  # the parent's environment is still there
+            if name in os.environ:
+                assert seen.get(name), f"{name} is missing from the task's environment"
+
+    @pytest.mark.anyio
+    async def test_secret_environment_reaches_the_process_only(
+        self, backend: BaseExecutionBackend
+    ) -> None:
+        secret = f"kit-secret-{uuid.uuid4().hex}"
+        secrets = {probes.SECRET_PREFIX: secret}
+        task = self._executable(
+            "do.secret", probes.report(), secret_environment=secrets, environment={"A": "1"}
+        )
+        failing = self._executable(
+            "do.secret.fail", probes.streams(1, 1, code=3), secret_environment=secrets
+        )
+        with _captured_logs() as logs:
+            results = await self._run(backend, [task, failing])
+        assert task["state"] == DONE, results[0]
+        seen = self._reported(task)["env"]
+        assert seen.get(probes.SECRET_PREFIX) == probes.digest(secret), "the secret is missing"
+        assert seen.get("A") == "1"
+        assert isinstance(results[1], TaskExecutionError), results[1]
+        for shown in (task, failing):  # the caller's own `secret_environment` aside
+            rest = {k: v for k, v in shown.items() if k != "secret_environment"}
+            assert secret not in repr(rest), f"the secret is in task {shown['uid']!r}"
+        assert secret not in str(results[1]), "the secret is in the failure's message"
+        leaked = [line for line in logs if secret in line]
+        assert not leaked, f"the secret is in the logs: {leaked[:3]}"
+
+    @pytest.mark.anyio
+    async def test_working_directory_is_created_and_used(
+        self, backend: BaseExecutionBackend, tmp_path: Path
+    ) -> None:
+        where = tmp_path / "not yet" / "ü"
+        task = self._executable("do.cwd", probes.report(), working_directory=str(where))
+        seen = self._reported(await self._done(backend, task))
+        assert where.is_dir(), "the working directory was not created"
+        assert _same_path(seen["cwd"], where), f"it ran in {seen['cwd']!r}"
+
+    @pytest.mark.anyio
+    async def test_shell_runs_a_command_line(self, backend: BaseExecutionBackend) -> None:
+        task = self._executable(
+            "do.shell", {"executable": "echo one && echo two", "arguments": ["it's $HOME"]},
+            shell=True,
+        )
+        await self._done(backend, task)
+        assert task["stdout"] == "one\ntwo it's $HOME\n"  # the argument is appended quoted
+
+    @pytest.mark.anyio
+    async def test_stdout_and_stderr_are_captured_separately(
+        self, backend: BaseExecutionBackend
+    ) -> None:
+        task = await self._done(backend, self._executable("do.streams", probes.streams(3, 2)))
+        assert task["stdout"] == probes.stream_text("out", 3)
+        assert task["stderr"] == probes.stream_text("err", 2)
+        assert task["exit_code"] == 0
+
+    @pytest.mark.anyio
+    async def test_large_output_is_kept_in_full(self, backend: BaseExecutionBackend) -> None:
+        """Each stream either in the dict, or whole in `<stream>_file` with its tail in the dict."""
+        lines = self.large_output_bytes // 12  # probe lines are 12 bytes
+        task = self._executable("do.large", probes.streams(lines, lines // 2))
+        await self._done(backend, task)
+        try:
+            for stream, kind, count in (("stdout", "out", lines), ("stderr", "err", lines // 2)):
+                expected = probes.stream_text(kind, count)
+                kept = task[stream]
+                path = task.get(f"{stream}_file")
+                if path is None:
+                    assert kept == expected, f"{stream}: {len(kept)} of {len(expected)} chars"
+                    continue
+                whole = _read(path)
+                assert whole == expected, f"{stream}_file: {len(whole)} of {len(expected)} chars"
+                assert kept and expected.endswith(kept), f"{stream} is not the stream's tail"
+        finally:
+            for stream in ("stdout_file", "stderr_file"):  # the kit's own, in the work dir
+                spilled = task.get(stream)
+                if spilled:
+                    with contextlib.suppress(OSError):
+                        os.unlink(spilled)
+
+    @pytest.mark.anyio
+    async def test_exit_code_fails_the_task(self, backend: BaseExecutionBackend) -> None:
+        task = self._executable("do.exit", probes.streams(2, 1, code=3))
+        error = await self._failed(backend, task)
+        assert task["exit_code"] == 3 and "exit code 3" in str(error), str(error)
+        assert task["stdout"] == probes.stream_text("out", 2)  # a failed task keeps its output
+        assert task["stderr"] == probes.stream_text("err", 1)
+
+    @pytest.mark.anyio
+    async def test_timeout_stops_the_process_tree(
+        self, backend: BaseExecutionBackend, tmp_path: Path
+    ) -> None:
+        pids = tmp_path / "pids"
+        tree = {"executable": "/bin/sh", "arguments": ["-c", _TREE, "sh", str(pids)]}
+        task = self._executable("do.timeout", tree, timeout=3.0)
+        error = await self._failed(backend, task)
+        assert "timed out" in str(error), str(error)
+        await self._assert_tree_gone(pids)
+
+    @pytest.mark.anyio
+    async def test_cancel_stops_the_process_tree(
+        self, backend: BaseExecutionBackend, tmp_path: Path
+    ) -> None:
+        pids = tmp_path / "pids"
+        tree = {"executable": "/bin/sh", "arguments": ["-c", _TREE, "sh", str(pids)]}
+        futures = await backend.submit_tasks([self._executable("do.cancel", tree)])
+        with anyio.fail_after(self.wait_timeout):
+            while len(_pids(pids)) < 2:  # noqa: ASYNC110 - the task's own file
+                await asyncio.sleep(0.02)
+        assert await backend.cancel_task("do.cancel") is True
+        with anyio.fail_after(self.wait_timeout):
+            await asyncio.wait(list(futures))
+        assert futures[0].cancelled(), futures[0]
+        await self._assert_tree_gone(pids)
+
+    async def _assert_tree_gone(self, pidfile: Path) -> None:
+        found = _pids(pidfile)
+        assert len(found) == 2, f"the task wrote {found} to {pidfile}: raise its timeout?"
+        try:
+            with anyio.move_on_after(self.wait_timeout):  # SIGTERM, grace, SIGKILL
+                while any(map(_alive, found)):  # noqa: ASYNC110 - no exit event for strangers
+                    await asyncio.sleep(0.05)
+            left = [pid for pid in found if _alive(pid)]
+            assert not left, f"processes of the stopped task still run: {left}"
+        finally:
+            for pid in found:  # the kit cleans up after a broken backend
+                with contextlib.suppress(OSError):
+                    os.kill(pid, 9)
+
+    @pytest.mark.anyio
+    async def test_retries_run_the_attempts(
+        self, backend: BaseExecutionBackend, tmp_path: Path
+    ) -> None:
+        count = 'echo x >> "$1"; test "$(wc -l < "$1")" -ge "$2"'
+        second = tmp_path / "second"
+        never = tmp_path / "never"
+        tasks = [  # succeeds at its second attempt; fails all three
+            self._executable(
+                "do.retry.ok",
+                {"executable": "/bin/sh", "arguments": ["-c", count, "sh", str(second), "2"]},
+                retries=3,
+            ),
+            self._executable(
+                "do.retry.fail",
+                {"executable": "/bin/sh", "arguments": ["-c", count, "sh", str(never), "99"]},
+                retries=2,
+            ),
+        ]
+        ok, failed = await self._run(backend, tasks)
+        assert tasks[0]["state"] == DONE, ok
+        assert isinstance(failed, TaskExecutionError), failed
+        assert second.read_text().count("x") == 2
+        assert never.read_text().count("x") == 3
+
+    @pytest.mark.anyio
+    async def test_function_receives_its_arguments(self, backend: BaseExecutionBackend) -> None:
+        if not self.runs_functions:
+            _skip(f"{type(self).__name__} runs no functions (runs_functions = False)")
+        args = [1, "two words", "", None, {"k": [1.5]}]
+        kwargs = {"x": "ü", "empty": ""}
+        task = {"uid": "do.func", "function": probes.echo, "args": args, "kwargs": kwargs}
+        await self._done(backend, task)
+        assert task["return_value"] == [args, kwargs]
+
+    @pytest.mark.anyio
+    async def test_running_tasks_fit_the_capacity(self, backend: BaseExecutionBackend) -> None:
+        """Invariant 4, measured: tasks report when they ran; at no instant do more run than
+        `backend.capacity` has cores (for backends whose engine places the tasks too)."""
+        capacity = backend.capacity
+        if capacity is None:
+            _skip(f"{type(backend).__name__}.capacity is None: nothing to measure against")
+        cores = capacity[0]
+        n = cores + 2
+        if self.runs_executables:
+            tasks = [self._executable(f"do.slots.{i}", probes.span(0.5)) for i in range(n)]
+        elif self.runs_functions:
+            nap = {"function": probes.timed_nap, "args": [0.5]}
+            tasks = [dict(nap, uid=f"do.slots.{i}") for i in range(n)]
+        else:
+            _skip(f"{type(self).__name__} runs neither executables nor functions")
+        results = await self._run(backend, tasks)
+        spans = []
+        for task, result in zip(tasks, results, strict=True):
+            assert task["state"] == DONE, result
+            value = task.get("return_value") or task["stdout"].split()
+            spans.append((float(value[0]), float(value[1])))
+        most = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+        assert most <= cores, f"{most} tasks of 1 core ran at once on {cores} cores: {spans}"
 
     @pytest.mark.anyio
     async def test_shutdown_cancels_everything_and_leaves_no_child(self) -> None:
@@ -275,3 +539,53 @@ class BackendConformance:
         with pytest.raises(BackendError, match="shut down"):
             await backend.submit_tasks([self._task("ok", "shut.late")])
         await backend.shutdown()  # idempotent
+
+
+def _skip(reason: str) -> NoReturn:
+    """Skip the running check, naming it: pytest's summary then lists each skip on its own."""
+    check = os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[-1].split(" ")[0]
+    pytest.skip(f"{check}: {reason}" if check else reason)
+
+
+def _pids(path: Path) -> list[int]:
+    try:
+        return [int(word) for word in path.read_text().split()]
+    except (OSError, ValueError):  # not written yet, or half-written
+        return []
+
+
+def _same_path(a: str | Path, b: str | Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _read(path: str) -> str:
+    return Path(path).read_text()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@contextlib.contextmanager
+def _captured_logs() -> Iterator[list[str]]:
+    """Every log record of this process meanwhile, DEBUG included, formatted with tracebacks."""
+    lines: list[str] = []
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(formatter.format(record))
+
+    root = logging.getLogger()
+    handler = Collect(logging.DEBUG)
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield lines
+    finally:
+        root.setLevel(level)
+        root.removeHandler(handler)

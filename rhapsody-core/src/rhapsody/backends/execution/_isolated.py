@@ -15,10 +15,11 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from rhapsody.backends.base import ExecutionContext, Outcome
+from rhapsody.backends.launch import describe_exit
 from rhapsody.task import TaskDescription
 
 from ._orphans import RunningChildren
-from ._subprocess import Child, describe_exit
+from ._subprocess import Child
 
 _context = multiprocessing.get_context("spawn")
 
@@ -35,8 +36,7 @@ def _entry(
     if env is not None:
         os.environ.clear()
         os.environ.update(env)
-    if cwd is not None:
-        os.makedirs(cwd, exist_ok=True)
+    if cwd is not None:  # created by the parent
         os.chdir(cwd)
     try:
         value = func(*args, **kwargs)
@@ -64,14 +64,15 @@ def _receive(conn: Connection) -> tuple[str, Any] | None:
 async def run(
     task: TaskDescription,
     ctx: ExecutionContext,
-    env: dict[str, str] | None,
     kill_grace: float,
     running: RunningChildren,
 ) -> Outcome:
+    env = ctx.environment(task)
+    cwd = ctx.working_directory(task)
     receiver, sender = _context.Pipe(duplex=False)
     process = _context.Process(
         target=_entry,
-        args=(sender, task.function, task.args, task.kwargs, env, task.working_directory),
+        args=(sender, task.function, task.args, task.kwargs, env, cwd),
         name=f"rhapsody-task-{ctx.uid}",
         daemon=True,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shlex
 import signal
 import subprocess
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import IO, Any
 import psutil
 
 from rhapsody.backends.base import ExecutionContext, Outcome
+from rhapsody.backends.launch import describe_exit
 from rhapsody.task import TaskDescription
 
 from ._orphans import RunningChildren
@@ -112,26 +112,6 @@ class _Capture(asyncio.SubprocessProtocol):
                 for fd, path in self.paths.items()
             }
         return outcome
-
-
-def command_line(task: TaskDescription) -> list[str]:
-    """argv for the task. Without a shell, arguments go to the program verbatim. With
-    `shell: True`, `executable` is a shell command line and each argument is appended quoted."""
-    assert task.executable is not None
-    if task.shell:
-        line = " ".join([task.executable, *(shlex.quote(a) for a in task.arguments)])
-        return ["/bin/sh", "-c", line]
-    return [task.executable, *task.arguments]
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"killed by signal {name} ({-code})"
-    return f"exit code {code}"
 
 
 class _WatchedChild:
@@ -246,16 +226,14 @@ async def _spawn(
 async def run(
     task: TaskDescription,
     ctx: ExecutionContext,
-    env: dict[str, str] | None,
     max_output: int,
     kill_grace: float,
     running: RunningChildren,
 ) -> Outcome:
-    cwd = task.working_directory
-    if cwd is not None:
-        os.makedirs(cwd, exist_ok=True)
+    argv = ctx.command_line(task)
+    env = ctx.environment(task)
+    cwd = ctx.working_directory(task)
     stem = f"{ctx.uid}.{ctx.attempt}".replace(os.sep, "_")
-    argv = command_line(task)
     capture = _Capture(max_output, lambda: ctx.work_dir, stem)
     try:
         process = await _spawn(argv, cwd, env, capture)

@@ -124,33 +124,11 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
     async def _execute_async(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
         if task.function is None:
             return await _subprocess.run(
-                task,
-                ctx,
-                self._env_for(task, ctx),
-                self._max_output,
-                self._kill_grace,
-                self._running,
+                task, ctx, self._max_output, self._kill_grace, self._running
             )
         if task.isolation == "process":
-            env = self._env_for(task, ctx)
-            return await _isolated.run(task, ctx, env, self._kill_grace, self._running)
+            return await _isolated.run(task, ctx, self._kill_grace, self._running)
         return await self._run_function(task, ctx)
-
-    def _env_for(self, task: TaskDescription, ctx: ExecutionContext) -> dict[str, str] | None:
-        """The child's environment: the parent's, then the task's (secrets included), then its
-        GPUs."""
-        assert self._pool is not None
-        secrets = task.secret_environment
-        if task.environment is None and secrets is None and self._pool.total_gpus == 0:
-            return None  # inherit unchanged: cheapest
-        env = dict(os.environ)
-        if task.environment:
-            env.update(task.environment)
-        if secrets:
-            env.update(secrets)
-        if self._pool.total_gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(ctx.gpu_ids)
-        return env
 
     async def _run_function(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
         """An `async def` function on the loop, or a plain one on the user's `executor`."""

@@ -1,0 +1,84 @@
+"""What the conformance kit's tasks run to report what they saw.
+
+Functions are module-level (engines that ship them to workers pickle them by reference).
+Executable probes are `python -c <one line>` programs, run with this interpreter: a line
+because some engines write each argument into a launch script.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from typing import Any
+
+#: environment variables whose names start with this are secrets: the probe reports a hash
+SECRET_PREFIX = "RHAPSODY_KIT_SECRET"
+
+# Prints {"argv", "cwd", "env"} as JSON (secrets hashed: the task's stdout is not masked).
+_REPORT = (
+    "import hashlib,json,os,sys;"
+    f"h=lambda k,v: hashlib.sha256(v.encode()).hexdigest() if k.startswith({SECRET_PREFIX!r}) "
+    "else v;"
+    "print(json.dumps({'argv': sys.argv[1:], 'cwd': os.getcwd(),"
+    " 'env': {k: h(k, v) for k, v in os.environ.items()}}))"
+)
+# Writes `argv[1]` lines "out NNNNNNN" to stdout and `argv[2]` lines "err NNNNNNN" to stderr,
+# then exits with `argv[3]`.
+_STREAMS = (
+    "import sys;n,m,c=map(int,sys.argv[1:4]);"
+    "sys.stdout.write(''.join('out %07d\\n' % i for i in range(n)));sys.stdout.flush();"
+    "sys.stderr.write(''.join('err %07d\\n' % i for i in range(m)));sys.stderr.flush();"
+    "sys.exit(c)"
+)
+# Sleeps `argv[1]` seconds and prints its start and end times.
+_SPAN = "import sys,time;s=time.time();time.sleep(float(sys.argv[1]));print(s,time.time())"
+
+
+def report(*arguments: str) -> dict[str, Any]:
+    """A task printing its arguments, working directory and environment as JSON."""
+    return {"executable": sys.executable, "arguments": ["-c", _REPORT, *arguments]}
+
+
+def streams(out_lines: int, err_lines: int, code: int = 0) -> dict[str, Any]:
+    """A task writing numbered lines to stdout and stderr, then exiting with `code`."""
+    args = ["-c", _STREAMS, str(out_lines), str(err_lines), str(code)]
+    return {"executable": sys.executable, "arguments": args}
+
+
+def stream_text(kind: str, lines: int) -> str:
+    """What `streams` writes to `kind` ("out" or "err")."""
+    return "".join(f"{kind} {i:07d}\n" for i in range(lines))
+
+
+def span(seconds: float) -> dict[str, Any]:
+    """A task that runs `seconds` and prints when it started and ended."""
+    return {"executable": sys.executable, "arguments": ["-c", _SPAN, str(seconds)]}
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+# -- function tasks ------------------------------------------------------------------------------
+def succeed(x: int = 1) -> int:
+    return x * 2
+
+
+def fail() -> None:
+    raise RuntimeError("conformance: intended failure")
+
+
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def timed_nap(seconds: float) -> tuple[float, float]:
+    start = time.time()
+    time.sleep(seconds)
+    return start, time.time()
+
+
+def echo(*args: Any, **kwargs: Any) -> list[Any]:
+    return [list(args), kwargs]
