@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +37,24 @@ def test_data_pipeline(chunks: str) -> None:
     n = int(chunks) * 100
     assert f"sum of 1..{n} = {float(n * (n + 1) // 2)}" in out
     assert "FAILED" not in out
+
+
+def test_ensemble_workflow(tmp_path: Path) -> None:
+    """examples/ensemble.toml: 12 simulations over a grid, 12 analyses, one aggregation."""
+    results = tmp_path / "results.jsonl"
+    command = [sys.executable, "-m", "rhapsody", "run", str(EXAMPLES / "ensemble.toml")]
+    out = subprocess.run(
+        [*command, "--no-progress", "--run-dir", str(tmp_path / "run"), "--results", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "25 tasks in" in out.stdout and "25 done" in out.stdout
+    for rate in ("0.5", "1.0", "2.0"):
+        assert f"rate {rate}: 4 members" in out.stdout
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert len(records) == 25 and all(r["state"] == "DONE" for r in records)
+    grid = {(r["parameters"]["rate"], r["parameters"]["seed"]) for r in records if r["parameters"]}
+    assert grid == {(rate, seed) for rate in (0.5, 1.0, 2.0) for seed in range(4)}
+    assert len(list((tmp_path / "run").glob("sim.*.txt"))) == 12

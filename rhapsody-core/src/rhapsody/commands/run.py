@@ -275,10 +275,12 @@ def _summary(
         + (f" ({resumed} resumed from the journal)" if resumed else "")
         + (" (interrupted: unfinished tasks were canceled)" if interrupted else "")
     )
-    # The workflow's results: what its final tasks (those nothing depends on) printed.
+    # The workflow's results: what its final tasks (those nothing depends on) printed, or for
+    # a function, what it returned.
     needed = {dep for t in tasks for dep in t.get("dependencies") or ()}
     for task in tasks:
-        output = (task.get("stdout") or "").strip()
+        output = task.get("stdout") or task.get("return_value")
+        output = "" if output is None else str(output).strip()
         if task["uid"] not in needed and states.get(task["uid"]) == DONE and output:
             console.print(f"[bold]{task['uid']}[/bold]: {output[-STDERR_TAIL:]}", highlight=False)
     unhappy = [t for t in tasks if states.get(t["uid"]) != DONE]
