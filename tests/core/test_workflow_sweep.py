@@ -3,6 +3,7 @@ workflow files that use them: what a sweep expands to, and the errors and hints 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -284,3 +285,43 @@ def test_unknown_keys_are_kept_on_the_task(tmp_path: Path) -> None:
                          '"project": "p", "matrix": {"i": [1]}}]}')
     flow = workflows.load(flow_file)
     assert flow.tasks[0]["project"] == "p" and not flow.hints
+
+
+# -- the example of docs/cli.md ------------------------------------------------------------------
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+
+
+def doc_example() -> str:
+    text = DOCS.read_text()
+    section = text[text.index("\n## Sweeps\n") :]
+    return section[section.index("```toml\n") + 8 : section.index("\n```\n")]
+
+
+def test_the_sweep_example_of_the_docs_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flow = tmp_path / "flow.toml"
+    flow.write_text(doc_example())
+    results = tmp_path / "results.jsonl"
+    args = ["run", str(flow), "--no-progress", "--run-dir", str(tmp_path / "run")]
+    assert main([*args, "--results", str(results)]) == 0
+    assert "report: 6" in capsys.readouterr().out
+    done = {r["uid"]: r["parameters"] for r in map(json.loads, results.read_text().splitlines())}
+    members = ["10.0", "10.1", "10.2", "100.0", "100.1", "1000.0"]
+    assert set(done) == {f"{kind}.{m}" for kind in ("sim", "analyse") for m in members} | {
+        "report"
+    }
+    assert done["analyse.1000.0"] == {"size": 1000, "seed": 0}
+    assert (tmp_path / "run" / "analyse.100.1.out").read_text().strip() == "2"
+
+
+def test_the_docs_error_for_an_unknown_placeholder_is_the_real_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flow = tmp_path / "flow.toml"
+    flow.write_text(doc_example().replace('"{seed}"]', '"{sede}"]', 1))
+    assert main(["run", str(flow), "--no-progress"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    documented = re.search(r"`(flow\.toml:2: task 'sim[^`]*)`", DOCS.read_text())
+    assert documented is not None
+    assert f"{tmp_path}/{' '.join(documented.group(1).split())}" in err
