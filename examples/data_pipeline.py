@@ -2,7 +2,8 @@
 
 Generates N chunks of numbers with executables, analyses each chunk with a Python function
 that depends on its generator, then sums everything in a final task that depends on all
-analyses. Prints each task's state and the result.
+analyses; the tasks are a sweep expanded by `rhapsody.expand`. Prints each task's state and
+the result.
 """
 
 from __future__ import annotations
@@ -21,39 +22,46 @@ def analyse(path: str) -> dict[str, float]:
     return {"count": len(values), "sum": sum(values), "max": max(values)}
 
 
-def summarise(*paths: str) -> float:
-    return sum(analyse(p)["sum"] for p in paths)
+def summarise(workdir: str, chunks: int) -> float:
+    return sum(analyse(f"{workdir}/chunk{i}.txt")["sum"] for i in range(chunks))
 
 
 async def main(chunks: int, workdir: Path) -> int:
     backend = await rhapsody.get_backend("concurrent")
-    gen, ana = [], []
-    for i in range(chunks):
-        path = str(workdir / f"chunk{i}.txt")
-        gen.append(
+    # The same sweep as a workflow file's `matrix` (see examples/pipeline.toml): one generator
+    # and one analysis per chunk, the analysis after its own generator, the summary after all.
+    tasks = rhapsody.expand(
+        [
             {
-                "uid": f"generate.{i}",
+                "uid": "generate.{i}",
                 "executable": "/bin/sh",
-                "arguments": ["-c", f'seq {i * 100 + 1} {(i + 1) * 100} > "$1"', "sh", path],
-            }
-        )
-        ana.append(
+                "arguments": [
+                    "-c",
+                    'seq $(($1 * 100 + 1)) $((($1 + 1) * 100)) > "$2"',
+                    "sh",
+                    "{i}",
+                    "{workdir}/chunk{i}.txt",
+                ],
+                "matrix": {"i": range(chunks)},
+            },
             {
-                "uid": f"analyse.{i}",
+                "uid": "analyse.{i}",
                 "function": analyse,
-                "args": [path],
-                "dependencies": [f"generate.{i}"],
-            }
-        )
-    paths = [t["args"][0] for t in ana]
-    final = {
-        "uid": "summary",
-        "function": summarise,
-        "args": paths,
-        "dependencies": [t["uid"] for t in ana],
-    }
+                "args": ["{workdir}/chunk{i}.txt"],
+                "dependencies": ["generate.{i}"],
+                "matrix": {"i": range(chunks)},
+            },
+            {
+                "uid": "summary",
+                "function": summarise,
+                "args": ["{workdir}", chunks],
+                "dependencies": ["analyse.*"],
+            },
+        ],
+        values={"workdir": str(workdir)},
+    )
 
-    futures = await backend.submit_tasks([*gen, *ana, final])
+    futures = await backend.submit_tasks(tasks)
     await asyncio.gather(*futures, return_exceptions=True)
     failed = 0
     for uid, future in futures.items():

@@ -88,6 +88,7 @@ def expand_indexed(
     # Per expanded task that has dependencies to resolve: its index and placeholder values.
     to_resolve: list[tuple[int, Values, str]] = []
     origin: dict[str, int] = {}  # uid -> index of its template in `tasks`
+    clean: set[str] = set()  # strings with braces but no placeholder (awk programs), seen
     for entry, template in enumerate(tasks):
         if not isinstance(template, Mapping):
             kind = type(template).__name__
@@ -117,10 +118,13 @@ def expand_indexed(
                     uid=name,
                     field="matrix",
                 )
-        names = set(shared).union(*combos[:1]) if combos else set(shared)
-        fillers = _fillers(template, name, names)
         dependencies = template.get("dependencies")
         patterned = _has_patterns(dependencies)
+        if matrix is None and not patterned and _is_plain(template, clean):
+            fillers = []  # the common case of a flat file: no closures to build
+        else:
+            names = set(shared).union(*combos[:1]) if combos else set(shared)
+            fillers = _fillers(template, name, names)
         if matrix is None and not fillers and not patterned:
             expanded.append(template)  # type: ignore[arg-type]  # as given: nothing to do
             sources.append(entry)
@@ -222,6 +226,40 @@ def _fillers(template: Mapping[str, Any], uid: str, names: set[str]) -> list[tup
         if filler is not None:
             fillers.append((field, filler))
     return fillers
+
+
+def _is_plain(template: Mapping[str, Any], clean: set[str]) -> bool:
+    """No placeholder nor escape in any filled field (`clean`: such strings already seen)."""
+    get = template.get
+    for field in FILLED_FIELDS:  # hot for flat files: str and list of str inline
+        value = get(field)
+        if value is None:
+            continue
+        if type(value) is str:
+            if "{" in value and not _plain(value, clean):
+                return False
+        elif type(value) is list:
+            for item in value:
+                if (type(item) is not str or "{" in item) and not _plain(item, clean):
+                    return False
+        elif not _plain(value, clean):
+            return False
+    return True
+
+
+def _plain(value: Any, clean: set[str]) -> bool:
+    if type(value) is str:
+        if "{" not in value or value in clean:
+            return True
+        if _PLACEHOLDER.search(value) is None:
+            clean.add(value)
+            return True
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(_plain(item, clean) for item in value)
+    if isinstance(value, Mapping):
+        return all(_plain(item, clean) for item in value.values())
+    return True
 
 
 def _compile(value: Any, raw: bool, uid: str, field: str, names: set[str]) -> Filler | None:
