@@ -79,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
             run_dir = created = workflows.new_run_dir(flow)
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
+        flow.expand(run_dir)
         if journal is not None:
             journal.remember("run_dir", str(run_dir))
-        flow.expand(run_dir)
     except (RhapsodyError, OSError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         if journal is not None:
