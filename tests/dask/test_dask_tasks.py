@@ -179,6 +179,15 @@ async def test_requests_no_worker_can_hold_are_rejected_at_submit(
         await backend.submit_tasks([{"function": divmod, "environment": {"A": "1"}}])
 
 
+async def test_an_mpi_task_is_rejected_naming_the_backends_that_can(
+    backend: DaskExecutionBackend,
+) -> None:
+    with pytest.raises(TaskValidationError) as caught:
+        await backend.submit_tasks([{"uid": "mpi.4", "executable": "/bin/true", "ranks": 4}])
+    assert (caught.value.uid, caught.value.field) == ("mpi.4", "ranks")
+    assert "radical_pilot" in str(caught.value) and "4 ranks" in str(caught.value)
+
+
 # -- RUNNING semantics ---------------------------------------------------------------------------
 async def test_running_is_reported_when_a_worker_starts_the_task(
     backend: DaskExecutionBackend, tmp_path: Path

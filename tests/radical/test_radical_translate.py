@@ -46,6 +46,17 @@ def test_working_directory_resources_and_pass_through() -> None:
     } == {"ranks": 2, "cores_per_rank": 2, "gpus_per_rank": 1, "timeout": 5.0, "tags": {"a": 1}}
 
 
+def test_the_placement_spec_becomes_the_pilots_own_fields() -> None:
+    task = _task(executable="mpi_app", ranks=4, cores_per_rank=2, gpus_per_rank=1)
+    fields = translate.executable_fields(task)
+    assert {k: fields[k] for k in ("ranks", "cores_per_rank", "gpus_per_rank")} == {
+        "ranks": 4,
+        "cores_per_rank": 2,
+        "gpus_per_rank": 1,
+    }
+    assert fields["executable"] == "mpi_app"  # the agent's launch method starts the ranks
+
+
 def test_exit_status_reasons() -> None:
     task = _task(executable="/x")
 

@@ -38,9 +38,8 @@ class Cluster:
     ) -> subprocess.CompletedProcess[str]:
         """Run a SLURM command (salloc, sbatch -W, scontrol, ...); fail the test on a non-zero
         exit with its output shown."""
-        result = subprocess.run(
-            argv, env=self.env, capture_output=True, text=True, timeout=timeout, **kwargs
-        )
+        kwargs.setdefault("env", self.env)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
         if result.returncode != 0:
             pytest.fail(
                 f"{' '.join(argv)} exited with {result.returncode}\n"

@@ -34,6 +34,9 @@ DESCRIPTION_FIELDS = (
     "shell",
     "isolation",
     "task_backend_specific_kwargs",
+    "ranks",
+    "cores_per_rank",
+    "gpus_per_rank",
 )
 #: what stands for a secret's value wherever a secret could be shown (reprs, errors)
 MASK = "***"
@@ -58,6 +61,7 @@ class TaskDescription:
     environment: dict[str, str] | None = None
     working_directory: str | None = None
     dependencies: tuple[str, ...] = ()
+    # What the task holds in all: `ranks` x `cores_per_rank` (x `gpus_per_rank`).
     cores: int = 1
     gpus: int = 0
     timeout: float | None = None
@@ -68,6 +72,10 @@ class TaskDescription:
     # Given to the task's process like `environment`, never shown: masked in the repr (which
     # dask and loggers may print); validation errors name the variable, not its value.
     secret_environment: dict[str, str] | None = attrs.field(default=None, repr=_mask)
+    #: processes of an MPI program, started by the backend's MPI launcher when > 1
+    ranks: int = 1
+    cores_per_rank: int = 1
+    gpus_per_rank: int = 0
 
     @property
     def is_function(self) -> bool:
@@ -149,6 +157,16 @@ class TaskDescription:
                     arguments = ()
         cores = 1 if cores is None else _count(cores, "cores", 1, uid)
         gpus = 0 if gpus is None else _count(gpus, "gpus", 0, uid)
+        ranks = get("ranks")
+        cores_per_rank = get("cores_per_rank")
+        gpus_per_rank = get("gpus_per_rank")
+        if ranks is not None or cores_per_rank is not None or gpus_per_rank is not None:
+            ranks, cores, gpus = _placement(
+                task, uid, ranks, cores_per_rank, gpus_per_rank, cores, gpus, function
+            )
+            cores_per_rank, gpus_per_rank = cores // ranks, gpus // ranks
+        else:
+            ranks, cores_per_rank, gpus_per_rank = 1, cores, gpus
         retries = get("retries")
         retries = _count(retries, "retries", 0, uid) if retries else 0
 
@@ -189,6 +207,9 @@ class TaskDescription:
             isolation,
             backend_kwargs,
             secret_environment,
+            ranks=ranks,
+            cores_per_rank=cores_per_rank,
+            gpus_per_rank=gpus_per_rank,
         )
 
 
@@ -201,6 +222,53 @@ def dependency_uids(task: Mapping[str, Any]) -> list[str]:
         if isinstance(uid, str):
             uids.append(uid)
     return uids
+
+
+def _placement(
+    task: Mapping[str, Any],
+    uid: str,
+    ranks: Any,
+    cores_per_rank: Any,
+    gpus_per_rank: Any,
+    cores: int,
+    gpus: int,
+    function: Any,
+) -> tuple[int, int, int]:
+    """(ranks, cores and GPUs held in all) of a task that gives `ranks` or a per-rank need.
+    `cores` / `gpus` are what a single-rank task needs; a task of several ranks says it per rank.
+    """
+    ranks = 1 if ranks is None else _count(ranks, "ranks", 1, uid)
+    if ranks > 1 and function is not None:
+        raise _bad(
+            uid,
+            "ranks",
+            f"a function task runs as one process; an MPI program of {ranks} ranks is an "
+            "'executable'",
+        )
+    per_rank = {"cores": cores, "gpus": gpus}
+    for field, value, minimum in (
+        ("cores", cores_per_rank, 1),
+        ("gpus", gpus_per_rank, 0),
+    ):
+        given = task.get(field) is not None
+        if value is None:
+            if given and ranks > 1:
+                raise _bad(
+                    uid,
+                    field,
+                    f"'{field}' is what a single-rank task needs; give '{field}_per_rank' for a "
+                    f"task of {ranks} ranks",
+                )
+            continue
+        value = _count(value, f"{field}_per_rank", minimum, uid)
+        if given and per_rank[field] != value:
+            raise _bad(
+                uid,
+                f"{field}_per_rank",
+                f"is {value} but '{field}' is {per_rank[field]}; give one of them",
+            )
+        per_rank[field] = value
+    return ranks, ranks * per_rank["cores"], ranks * per_rank["gpus"]
 
 
 def _bad(uid: str, field: str, message: str) -> TaskValidationError:

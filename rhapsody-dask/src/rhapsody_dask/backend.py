@@ -192,6 +192,14 @@ class DaskExecutionBackend(BaseExecutionBackend):
                     await self._quietly(client.close())  # type: ignore[no-untyped-call]
 
     def _check_task(self, task: TaskDescription) -> None:
+        if task.ranks > 1:
+            raise TaskValidationError(
+                f"dask runs each task as one process on one worker; a task of {task.ranks} "
+                "ranks (an MPI program) needs a backend that launches MPI: radical_pilot "
+                "(across nodes) or concurrent (under mpirun)",
+                uid=task.uid,
+                field="ranks",
+            )
         if task.function is not None:
             if task.isolation != "thread":
                 raise TaskValidationError(

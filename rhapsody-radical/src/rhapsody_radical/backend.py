@@ -289,15 +289,16 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             _, cores, gpus = self._raptor_shape
             where = "a raptor worker"
         else:
-            ranks = task.backend_kwargs.get("ranks", 1)
+            ranks = task.backend_kwargs.get("ranks", task.ranks)
             cores = self._pilot_fields.get("cores", 0) // ranks
             gpus = self._pilot_fields.get("gpus", 0)
             where = "the pilot"
             if "cores" not in self._pilot_fields:  # sized in nodes: RADICAL-Pilot checks
                 return
-        if task.cores > cores or task.gpus > gpus:
+        if task.cores_per_rank > cores or task.gpus_per_rank > gpus:
             raise ResourceError(
-                f"task {task.uid!r} asks for {task.cores} core(s) and {task.gpus} GPU(s) per rank, "
+                f"task {task.uid!r} asks for {task.cores_per_rank} core(s) and "
+                f"{task.gpus_per_rank} GPU(s) per rank, "
                 f"but {where} has {cores} core(s) and {gpus} GPU(s)"
             )
 

@@ -122,9 +122,9 @@ def executable_fields(task: TaskDescription) -> dict[str, Any]:
         "executable": executable,
         "arguments": arguments,
         "environment": env,
-        "ranks": 1,
-        "cores_per_rank": task.cores,
-        "gpus_per_rank": task.gpus,
+        "ranks": task.ranks,
+        "cores_per_rank": task.cores_per_rank,
+        "gpus_per_rank": task.gpus_per_rank,
     }
     fields.update((k, v) for k, v in task.backend_kwargs.items() if k in PASS_THROUGH)
     if task.timeout is not None:

@@ -24,7 +24,7 @@ from rhapsody.platforms import detect
 from rhapsody.resources import ResourcePool, detect_cores
 from rhapsody.task import TaskDescription
 
-from . import _isolated, _subprocess
+from . import _isolated, _mpi, _subprocess
 from ._orphans import RunningChildren
 from ._threads import FunctionThreads
 
@@ -42,6 +42,10 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
     :param max_output: bytes of stdout/stderr kept in memory per task; beyond it the full stream
         goes to a file in `work_dir` (`stdout_file`/`stderr_file`) and the dict keeps the tail.
     :param kill_grace: seconds between SIGTERM and SIGKILL when a task is stopped.
+    :param mpi_launcher: the command that starts a task of `ranks > 1`, its placeholders
+        `{ranks}`, `{cores_per_rank}`, `{gpus_per_rank}` filled in; the task's command line
+        follows it. Default `["mpirun", "-np", "{ranks}"]`. Such a task holds
+        `ranks * cores_per_rank` of the backend's cores while it runs.
     """
 
     backend_name = "concurrent"
@@ -56,7 +60,9 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
         work_dir: str | os.PathLike[str] | None = None,
         max_output: int = 1 << 20,
         kill_grace: float = 2.0,
+        mpi_launcher: Sequence[str] = _mpi.DEFAULT_LAUNCHER,
     ) -> None:
+        self._mpi_launcher = _mpi.check_launcher(mpi_launcher)
         if cores is None or gpus is None:
             # Size from the allocation (SLURM/PBS/LSF/Flux, else this machine), bounded by
             # the CPUs this process may actually use.
@@ -96,6 +102,8 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
 
     def _check_task(self, task: TaskDescription) -> None:
         super()._check_task(task)
+        if task.ranks > 1:
+            _mpi.check_task(task, self._mpi_launcher)
         if task.function is not None and task.isolation == "thread":
             for field in ("environment", "secret_environment", "working_directory"):
                 if getattr(task, field) is not None:
@@ -123,6 +131,8 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
 
     async def _execute_async(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
         if task.function is None:
+            if task.ranks > 1:
+                task = _mpi.under_launcher(task, self._mpi_launcher)
             return await _subprocess.run(
                 task, ctx, self._max_output, self._kill_grace, self._running
             )
