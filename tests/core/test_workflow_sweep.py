@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import rhapsody
 from rhapsody import workflow as workflows
@@ -325,3 +327,35 @@ def test_the_docs_error_for_an_unknown_placeholder_is_the_real_one(
     documented = re.search(r"`(flow\.toml:2: task 'sim[^`]*)`", DOCS.read_text())
     assert documented is not None
     assert f"{tmp_path}/{' '.join(documented.group(1).split())}" in err
+
+
+# -- placeholder parsing, fuzzed -------------------------------------------------------------------
+TEXT = st.text(alphabet="{}$ ab_1'", max_size=30)
+
+
+@given(TEXT)
+def test_text_without_placeholders_is_kept_or_unescaped(text: str) -> None:
+    """Whatever the braces, a string comes out as written, but for `{{name}}` -> `{name}`;
+    a `{name}` not given is an error, never a silent change."""
+    task = {"uid": "t", "executable": "/bin/echo", "arguments": [text]}
+    name = "[A-Za-z_][A-Za-z0-9_]*"
+    literal = re.compile(rf"\{{(\{{{name}\}})\}}|(\${{{name}\}})")  # {{x}} and ${x}, in order
+    try:
+        (out,) = rhapsody.expand([task])
+    except rhapsody.TaskValidationError as exc:
+        assert "unknown placeholder" in str(exc)
+        assert re.search(rf"\{{{name}\}}", literal.sub("\0", text))
+        return
+    assert out["arguments"] == [literal.sub(lambda m: m.group(1) or m.group(2), text)]
+
+
+@given(TEXT, st.sampled_from(["a", "b_1", "ab"]), st.integers())
+def test_a_placeholder_is_replaced_by_its_value_and_nothing_else_changes(
+    text: str, name: str, value: int
+) -> None:
+    safe = text.replace("{", "(").replace("}", ")").replace("$", "S")  # `${a}`: the shell's
+    (out,) = rhapsody.expand(
+        [{"uid": "t.{k}", "executable": "x", "arguments": [f"{safe}{{{name}}}{safe}"],
+          "matrix": {"k": [0], name: [value]}}]
+    )
+    assert out["arguments"] == [f"{safe}{value}{safe}"]

@@ -85,8 +85,9 @@ def expand_indexed(
             raise TaskValidationError(f"value name {name!r} is not a usable placeholder name")
     expanded: list[dict[str, Any]] = []
     sources: list[int] = []
-    # Per expanded task that has dependencies to resolve: its index and placeholder values.
-    to_resolve: list[tuple[int, Values, str]] = []
+    # Per expanded task with dependencies to resolve: its index, its values, its template's
+    # label and index.
+    to_resolve: list[tuple[int, Values, str, int]] = []
     origin: dict[str, int] = {}  # uid -> index of its template in `tasks`
     clean: set[str] = set()  # strings with braces but no placeholder (awk programs), seen
     for entry, template in enumerate(tasks):
@@ -141,7 +142,7 @@ def expand_indexed(
             if matrix is not None:
                 task[PARAMETERS] = combo
             if patterned:
-                to_resolve.append((len(expanded), member_values, name))
+                to_resolve.append((len(expanded), member_values, name, entry))
             uid = task.get("uid")
             if isinstance(uid, str):
                 _claim(origin, uid, entry)
@@ -336,11 +337,14 @@ def _has_patterns(dependencies: Any) -> bool:
 
 
 def _resolve_dependencies(
-    tasks: list[dict[str, Any]], to_resolve: list[tuple[int, Values, str]], origin: dict[str, int]
+    tasks: list[dict[str, Any]],
+    to_resolve: list[tuple[int, Values, str, int]],
+    origin: dict[str, int],
 ) -> None:
     uids = list(origin)
     matches: dict[str, list[str]] = {}  # glob -> uids, each pattern searched once
-    for index, values, name in to_resolve:
+    fillers: dict[tuple[int, str], Filler | None] = {}  # (template, entry) -> compiled once
+    for index, values, name, entry in to_resolve:
         task = tasks[index]
         own = task.get("uid")
         label = own if isinstance(own, str) else name
@@ -351,7 +355,13 @@ def _resolve_dependencies(
                 continue
             filled = dep
             if "{" in dep:
-                fill = _compile_text(dep, False, label, "dependencies", set(values))
+                key = (entry, dep)
+                if key in fillers:
+                    fill = fillers[key]
+                else:
+                    fill = fillers[key] = _compile_text(
+                        dep, False, label, "dependencies", set(values)
+                    )
                 filled = dep if fill is None else fill(values)
             if "*" in filled or "?" in filled:
                 found = matches.get(filled)
