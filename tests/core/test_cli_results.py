@@ -121,6 +121,37 @@ def test_a_killed_run_leaves_valid_json_lines(tmp_path: Path) -> None:
                 pass
 
 
+def test_an_interrupted_run_records_the_canceled_tasks(tmp_path: Path) -> None:
+    pidfile = tmp_path / "sleeper.pid"
+    flow = tmp_path / "flow.toml"
+    flow.write_text(
+        '[[tasks]]\nuid = "sleeper"\nexecutable = "/bin/sh"\n'
+        f'arguments = ["-c", "echo $$ > {pidfile}; exec sleep 60"]\n\n'
+        '[[tasks]]\nuid = "after"\nexecutable = "/bin/true"\ndependencies = ["sleeper"]\n'
+    )
+    results = tmp_path / "results.jsonl"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "rhapsody", "run", str(flow), "--no-progress", "--results", results],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (pidfile.exists() and pidfile.read_text().strip()):
+            assert run.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=60) == 130
+    finally:
+        if run.poll() is None:
+            run.kill()
+    by_uid = {r["uid"]: r for r in records(results)}
+    assert by_uid["sleeper"]["state"] == "CANCELED" and by_uid["sleeper"]["started"] is not None
+    # never ran: its dependency did not end DONE
+    assert by_uid["after"]["state"] in ("CANCELED", "FAILED")
+    assert by_uid["after"]["started"] is None
+
+
 # -- the run directory ---------------------------------------------------------------------
 PWD = """
 [[tasks]]
