@@ -1,0 +1,239 @@
+"""The conformance kit catches broken backends: each variant of the example backend below makes
+one mistake a backend author could make, and the kit check named next to it fails on it.
+
+The variants are the example backend (which passes the whole kit, see test_conformance.py)
+with one thing wrong: the context it reads a task's fields from, the outcome it returns, or
+how it stops a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from rhapsody.backends.base import ExecutionContext, Outcome
+from rhapsody.backends.execution import ConcurrentExecutionBackend
+from rhapsody.backends.launch import describe_exit
+from rhapsody.task import TaskDescription
+from rhapsody.testing import BackendConformance
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+from tiny_backend import TinyBackend
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class _Context:
+    """An `ExecutionContext` that resolves one field wrongly (as a backend reading raw fields
+    would)."""
+
+    def __init__(self, real: ExecutionContext, **wrong: Any) -> None:
+        self._real = real
+        self._wrong = wrong
+
+    def __getattr__(self, name: str) -> Any:
+        return self._wrong.get(name) or getattr(self._real, name)
+
+
+class _WrongContext(TinyBackend):
+    """Runs tasks like the example, through a context with the given methods replaced."""
+
+    wrong: dict[str, Any] = {}
+
+    async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
+        return await super()._execute(task, _Context(ctx, **self.wrong))  # type: ignore[arg-type]
+
+
+class EnvironmentReplaced(_WrongContext):
+    wrong = {"environment": lambda task: task.environment}
+
+
+class SecretsDropped(_WrongContext):
+    wrong = {"environment": lambda task: {**os.environ, **(task.environment or {})}}
+
+
+class DirectoryNotCreated(_WrongContext):
+    wrong = {"working_directory": lambda task: task.working_directory}
+
+
+class ShellIgnored(_WrongContext):
+    wrong = {"command_line": lambda task: [task.executable, *task.arguments]}
+
+
+class ArgumentsResplit(_WrongContext):
+    # a command line built by joining the words and splitting them again
+    wrong = {
+        "command_line": lambda task: shlex.split(" ".join([task.executable, *task.arguments]))
+    }
+
+
+class SecretLogged(TinyBackend):
+    async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
+        logging.getLogger("tiny").debug("running %s with %s", task.uid, task.secret_environment)
+        return await super()._execute(task, ctx)
+
+
+class _WrongOutcome(TinyBackend):
+    """Runs tasks like the example, then spoils what it returns."""
+
+    def spoil(self, outcome: Outcome) -> Outcome:
+        raise NotImplementedError
+
+    async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
+        outcome = await super()._execute(task, ctx)
+        return outcome if task.function is not None else self.spoil(outcome)
+
+
+class StdoutDropped(_WrongOutcome):
+    def spoil(self, outcome: Outcome) -> Outcome:
+        return attrs.evolve(outcome, stdout=None)
+
+
+class StreamsMerged(_WrongOutcome):
+    def spoil(self, outcome: Outcome) -> Outcome:
+        return attrs.evolve(outcome, stdout=(outcome.stdout or "") + (outcome.stderr or ""))
+
+
+class OutputTruncated(_WrongOutcome):
+    def spoil(self, outcome: Outcome) -> Outcome:  # keeps the head, says nothing of the rest
+        return attrs.evolve(outcome, stdout=(outcome.stdout or "")[: 1 << 20])
+
+
+class ExitCodeIgnored(_WrongOutcome):
+    def spoil(self, outcome: Outcome) -> Outcome:
+        return attrs.evolve(outcome, ok=True, reason=None)
+
+
+class LeaderKilledOnly(TinyBackend):
+    """Stops a task by killing the process it started, not its process group. (Its output is
+    not captured: a grandchild left running would hold the pipes.)"""
+
+    async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
+        if task.function is not None:
+            return await super()._execute(task, ctx)
+        proc = await asyncio.create_subprocess_exec(
+            *ctx.command_line(task),
+            env=ctx.environment(task),
+            cwd=ctx.working_directory(task),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        ctx.started()
+        try:
+            code = await proc.wait()
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+            raise
+        return Outcome(code == 0, None if code == 0 else describe_exit(code), exit_code=code)
+
+
+class KwargsDropped(TinyBackend):
+    async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
+        if task.function is not None:
+            task = attrs.evolve(task, kwargs={})
+        return await super()._execute(task, ctx)
+
+
+class Oversubscribed(TinyBackend):
+    """Declares room for one task at a time, yet runs every task at once."""
+
+    @property
+    def capacity(self) -> tuple[int, int] | None:
+        return (1, 0)
+
+
+# (mistake, the broken backend, the kit check that must catch it, what that check says)
+CASES = [
+    ("environment replaced", EnvironmentReplaced, "test_environment_is_merged_over_the_parents",
+     "HOME is missing"),
+    ("environment replaced", EnvironmentReplaced,
+     "test_secret_environment_reaches_the_process_only", "the secret is missing"),
+    ("secrets dropped", SecretsDropped, "test_secret_environment_reaches_the_process_only",
+     "the secret is missing"),
+    ("secret logged", SecretLogged, "test_secret_environment_reaches_the_process_only",
+     "the secret is in the logs"),
+    ("directory not created", DirectoryNotCreated, "test_working_directory_is_created_and_used",
+     "No such file or directory"),
+    ("shell ignored", ShellIgnored, "test_shell_runs_a_command_line",
+     "cannot start 'echo one && echo two'"),
+    ("arguments re-split", ArgumentsResplit, "test_arguments_reach_the_program_verbatim",
+     "No closing quotation"),
+    ("stdout dropped", StdoutDropped, "test_stdout_and_stderr_are_captured_separately",
+     "stdout: got None"),
+    ("stdout dropped", StdoutDropped, "test_exit_code_fails_the_task", "stdout: got None"),
+    ("streams merged", StreamsMerged, "test_stdout_and_stderr_are_captured_separately",
+     "stdout: got 'out 0000000\\nout 0000001\\nout 0000002\\nerr 0000000"),
+    ("output truncated", OutputTruncated, "test_large_output_is_kept_in_full",
+     "stdout: 1048576 of 3145728 chars"),
+    ("exit code ignored", ExitCodeIgnored, "test_exit_code_fails_the_task",
+     "'do.exit' did not fail: it ended DONE"),
+    ("exit code ignored", ExitCodeIgnored, "test_retries_run_the_attempts",
+     "a task failing every attempt did not fail"),
+    ("process left after timeout", LeaderKilledOnly, "test_timeout_stops_the_process_tree",
+     "processes of the stopped task still run"),
+    ("process left after cancel", LeaderKilledOnly, "test_cancel_stops_the_process_tree",
+     "processes of the stopped task still run"),
+    ("kwargs dropped", KwargsDropped, "test_function_receives_its_arguments",
+     "[args, kwargs] the function saw: got [[1, 'two words', '', None, {'k': [1.5]}], {}]"),
+    ("capacity exceeded", Oversubscribed, "test_running_tasks_fit_the_capacity",
+     "ran at once on 1 cores"),
+]
+
+
+class _Kit(BackendConformance):
+    # Bounds each wait, e.g. for a process that is never stopped: enough for the example to
+    # stop one (SIGKILL at once), short for a broken backend that leaves it.
+    wait_timeout = 10.0
+
+
+@pytest.mark.parametrize(
+    ("mistake", "broken", "check", "says"),
+    CASES,
+    ids=[f"{mistake}-caught-by-{check}" for mistake, _, check, _ in CASES],
+)
+@pytest.mark.anyio
+async def test_the_kit_catches(
+    mistake: str, broken: type, check: str, says: str, tmp_path: Path
+) -> None:
+    kit = _Kit()
+    method = getattr(kit, check)
+    kwargs = {"tmp_path": tmp_path} if "tmp_path" in inspect.signature(method).parameters else {}
+    backend = await broken()
+    try:
+        with pytest.raises(AssertionError) as caught:
+            await method(backend, **kwargs)
+    finally:
+        await backend.shutdown()
+    assert says in str(caught.value), f"{mistake}: {check} failed for another reason"
+
+
+@pytest.mark.parametrize("check", sorted({check for _, _, check, _ in CASES}))
+@pytest.mark.anyio
+async def test_the_example_backend_passes_the_same_check(check: str, tmp_path: Path) -> None:
+    """The control: each check passes on the example these variants break."""
+    kit = _Kit()
+    method = getattr(kit, check)
+    kwargs = {"tmp_path": tmp_path} if "tmp_path" in inspect.signature(method).parameters else {}
+    # The example declares no capacity: that check's control is a backend that has one.
+    capacity = check == "test_running_tasks_fit_the_capacity"
+    backend: Any = await (ConcurrentExecutionBackend(cores=1) if capacity else TinyBackend())
+    try:
+        await method(backend, **kwargs)
+    finally:
+        await backend.shutdown()
