@@ -117,7 +117,7 @@ def test_rejected_batch_leaves_nothing_behind() -> None:
             await backend.submit_tasks([good, auto, {"uid": "bad", "executable": "x", "cores": 0}])
         assert backend.task_state("good") is None and "uid" not in auto and "state" not in good
         futures = await backend.submit_tasks([good, auto])
-        assert [f.result()["state"] for f in futures] == ["DONE", "DONE"]
+        assert [t["state"] for t in await asyncio.gather(*futures)] == ["DONE", "DONE"]
         with pytest.raises(TaskValidationError, match="already used"):
             await backend.submit_tasks([{"uid": "good", "executable": "x"}])
         await backend.shutdown()

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import secrets
 from collections.abc import Generator, Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rhapsody.backends.base import BaseExecutionBackend, Callback, TaskFutures
@@ -40,8 +42,18 @@ class Session:
         *,
         uid: str | None = None,
         journal: Journal | str | os.PathLike[str] | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.uid = uid or f"session.{next(_session_ids):04d}"
+        # Given a work_dir, the task files of this session go to one directory of their own
+        # in it (unique: two runs with the same uid do not mix their files).
+        self._work_dir = Path(work_dir) if work_dir is not None else None
+        self._task_dir = (
+            None
+            if self._work_dir is None
+            else self._work_dir / f"rhapsody.{self.uid}.{secrets.token_hex(4)}"
+        )
+        self._tasks: dict[str, dict[str, Any]] = {}
         self._backends: dict[str, BaseExecutionBackend] = {}
         self._callbacks: list[Callback] = []
         self._futures: dict[str, asyncio.Future[Any]] = {}
@@ -63,6 +75,11 @@ class Session:
     def backends(self) -> dict[str, BaseExecutionBackend]:
         return dict(self._backends)
 
+    @property
+    def work_dir(self) -> Path:
+        """The directory given as `work_dir` (default: the current directory)."""
+        return self._work_dir if self._work_dir is not None else Path.cwd()
+
     def add_backend(self, backend: BaseExecutionBackend) -> None:
         self._check_open()
         if not isinstance(backend, BaseExecutionBackend):
@@ -73,6 +90,8 @@ class Session:
                 "so tasks can be routed to it"
             )
         self._backends[backend.name] = backend
+        if self._task_dir is not None and backend._work_dir is None:
+            backend._work_dir = self._task_dir  # created on first use
         backend.is_attached = True
         backend.attached_to.append(self.uid)
         for callback in self._callbacks:
@@ -114,6 +133,9 @@ class Session:
         if groups is None:
             groups = self._route(tasks)
         for name, group in groups.items():
+            for task in group:  # where each task went, as the original reports it
+                task["backend"] = name
+                self._tasks[task["uid"]] = task
             futures = await self._backends[name].submit_tasks(group)
             by_uid.update(futures.items())
         return TaskFutures((task["uid"], by_uid[task["uid"]]) for task in tasks)
@@ -151,24 +173,38 @@ class Session:
     async def wait_tasks(
         self, tasks: Iterable[dict[str, Any] | str] | None = None, timeout: float | None = None
     ) -> list[dict[str, Any]]:
-        """Wait until the given tasks (default: all submitted) are final; never raises on task
+        """Wait until the given tasks (default: all submitted) are final and return every one of
+        them, in order, whatever its final state (read `task["state"]`); never raises on task
         failure. Raises `asyncio.TimeoutError` when `timeout` seconds pass first."""
+        given: list[dict[str, Any] | None] = []
         if tasks is None:
-            futures = list(self._futures.values())
+            uids = list(self._futures)
+            given = [None] * len(uids)
         else:
-            futures = []
+            uids = []
             for task in tasks:
                 uid = task if isinstance(task, str) else task.get("uid")
                 if uid not in self._futures:
                     raise SessionError(f"task {uid!r} was not submitted through this session")
-                futures.append(self._futures[uid])
+                uids.append(uid)
+                given.append(None if isinstance(task, str) else task)
+        futures = [self._futures[uid] for uid in uids]
         if futures:
             _, pending = await asyncio.wait(futures, timeout=timeout)
             if pending:
                 raise asyncio.TimeoutError(
                     f"{len(pending)} task(s) still unfinished after {timeout} s"
                 )
-        return [f.result() for f in futures if not f.cancelled() and f.exception() is None]
+        return [
+            task if task is not None else self._task_of(uid, future)
+            for uid, future, task in zip(uids, futures, given, strict=True)
+        ]
+
+    def _task_of(self, uid: str, future: asyncio.Future[Any]) -> dict[str, Any]:
+        task = self._tasks.get(uid)
+        if task is None:  # resumed from the journal: its future holds the task
+            task = future.result()
+        return task
 
     wait = wait_tasks
 

@@ -130,12 +130,16 @@ class TaskDescription:
         environment = get("environment")
         if environment is not None:
             environment = _environment(environment, uid)
-        secret_environment = get("secret_environment")
-        if secret_environment is not None:
-            secret_environment = _secret_environment(secret_environment, environment, uid)
         working_directory = get("working_directory")
         if working_directory is not None:
             working_directory = _path(working_directory, uid)
+        if backend_kwargs and ("env" in backend_kwargs or "cwd" in backend_kwargs):
+            environment, working_directory = _env_cwd_of(
+                backend_kwargs, environment, working_directory, uid
+            )
+        secret_environment = get("secret_environment")
+        if secret_environment is not None:
+            secret_environment = _secret_environment(secret_environment, environment, uid)
         dependencies = get("dependencies")
         dependencies = () if dependencies is None else _dependencies(dependencies, uid)
 
@@ -222,6 +226,31 @@ def dependency_uids(task: Mapping[str, Any]) -> list[str]:
         if isinstance(uid, str):
             uids.append(uid)
     return uids
+
+
+def _env_cwd_of(
+    backend_kwargs: Mapping[str, Any],
+    environment: dict[str, str] | None,
+    working_directory: str | None,
+    uid: str,
+) -> tuple[dict[str, str] | None, str | None]:
+    """The original's `task_backend_specific_kwargs` `env` / `cwd`, honoured on every backend
+    as `environment` / `working_directory`; the top-level fields win where both are given."""
+    field = "task_backend_specific_kwargs"
+    env = backend_kwargs.get("env")
+    if env is not None:
+        try:
+            env = _environment(env, uid)
+        except TaskValidationError as exc:
+            raise _bad(uid, field, f"'env': {exc}") from None
+        environment = {**env, **(environment or {})}
+    cwd = backend_kwargs.get("cwd")
+    if cwd is not None and working_directory is None:
+        try:
+            working_directory = _path(cwd, uid, field)
+        except TaskValidationError as exc:
+            raise _bad(uid, field, f"'cwd': {exc}") from None
+    return environment, working_directory
 
 
 def _placement(
