@@ -17,6 +17,8 @@ import time
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from rhapsody.telemetry.attempts import as_dict
+
 if TYPE_CHECKING:
     from rhapsody.telemetry.manager import TelemetryManager
 
@@ -107,30 +109,25 @@ class Dashboard:
 
     def _update(self, cursor: _Cursor) -> dict[str, Any]:
         manager = self._manager
-        now = time.time()
-        running = [
-            {"task_id": uid, "backend": r.backend, "node_id": manager.node_id, "slot": r.lane,
-             "attempt": r.attempt, "start": r.started}
-            for uid, r in manager._tasks.items()
-            if r.started is not None
-        ]
-        update = {
-            "time": now,
+        records = manager.records
+        update: dict[str, Any] = {
+            "time": time.time(),
             "session_id": manager.session_id,
-            "origin": manager._started_at,
+            "origin": manager.started_at,
             "running_now": manager.running,
-            "counts": dict(manager.counts),
+            "counts": manager.state_counts(),
             "totals": manager.task_count(),
-            "attempts": manager.attempts[cursor.attempts:],
-            "running": running[:2000],  # enough to draw; a 10,000-slot view is unreadable anyway
-            "failures": manager.failures[cursor.failures:],
-            "samples": manager.samples[cursor.samples:],
-            "services": manager.services[cursor.services:],
+            "attempts": [as_dict(r) for r in records[cursor.attempts : len(records)]],
+            # Enough to draw; a view of more than 2,000 open bars is unreadable anyway.
+            "running": manager.running_attempts()[:2000],
+            "failures": manager.failures[cursor.failures :],
+            "samples": manager.samples[cursor.samples :],
+            "services": manager.services[cursor.services :],
         }
-        cursor.attempts = len(manager.attempts)
-        cursor.failures = len(manager.failures)
-        cursor.samples = len(manager.samples)
-        cursor.services = len(manager.services)
+        cursor.attempts += len(update["attempts"])
+        cursor.failures += len(update["failures"])
+        cursor.samples += len(update["samples"])
+        cursor.services += len(update["services"])
         return update
 
 
