@@ -20,4 +20,16 @@ class NoopPlugin:
         registry.add("noop", "rhapsody.backends.execution.noop:NoopExecutionBackend")
 
 
-PLUGINS: dict[str, object] = {"concurrent": ConcurrentPlugin(), "noop": NoopPlugin()}
+class InferencePlugin:
+    @hookimpl
+    def rhapsody_register_backends(self, registry: BackendRegistry) -> None:
+        registry.add(
+            "inference", "rhapsody.inference.backend:InferenceBackend", requires=("httpx",)
+        )
+
+
+PLUGINS: dict[str, object] = {
+    "concurrent": ConcurrentPlugin(),
+    "noop": NoopPlugin(),
+    "inference": InferencePlugin(),
+}

@@ -30,9 +30,12 @@ class Node:
         "cancel_requested",
         "dependents",
         "desc",
+        "external",
         "future",
         "handle",
         "seq",
+        "service",
+        "service_env",
         "state",
         "task",
         "timed_out",
@@ -56,6 +59,9 @@ class Node:
         self.timer: Any = None  # the attempt's timeout, armed when it starts
         self.cancel_requested = False
         self.timed_out = False
+        self.external = False  # stands for a task of another backend (see `expect`)
+        self.service: Any = None  # a `ServiceRun` while a service task runs
+        self.service_env: dict[str, str] | None = None  # endpoints of the services it uses
 
 
 class TaskGraph:
@@ -69,7 +75,7 @@ class TaskGraph:
     def state_of(self, uid: str) -> str | None:
         node = self.live.get(uid)
         if node is not None:
-            return node.state
+            return None if node.external else node.state
         return self.finished.get(uid)
 
     def admit(

@@ -17,14 +17,21 @@ from typing import TYPE_CHECKING, Any
 
 from rhapsody.backends.base import BaseExecutionBackend, Callback, TaskFutures
 from rhapsody.errors import SessionError, TaskValidationError
+from rhapsody.inference.request import is_ai_task
 from rhapsody.journal import Journal
+from rhapsody.links import BackendLinks
 from rhapsody.proxy import ServiceProxy
 from rhapsody.registry import ENV_VAR, ServiceRegistry
+from rhapsody.services.directory import ServiceDirectory
+from rhapsody.task import dependency_uids
 
 if TYPE_CHECKING:
     from rhapsody.telemetry import TelemetryManager
 
 _session_ids = itertools.count(1)
+# The backends a session creates itself: a task naming one (a task dict submitted to an
+# earlier session carries its `backend`) is routed to this session's own.
+_DEFAULT_NAMES = frozenset({"concurrent", "inference"})
 
 
 class Session:
@@ -56,6 +63,9 @@ class Session:
         self._tasks: dict[str, dict[str, Any]] = {}
         self._backends: dict[str, BaseExecutionBackend] = {}
         self._callbacks: list[Callback] = []
+        self._links = BackendLinks()  # dependencies across backends
+        self._directory = ServiceDirectory()  # ready services, for AI tasks
+        self._publishing: set[asyncio.Task[None]] = set()
         self._futures: dict[str, asyncio.Future[Any]] = {}
         self._closed = False
         self._registry: ServiceRegistry | None = None
@@ -96,6 +106,12 @@ class Session:
         backend.attached_to.append(self.uid)
         for callback in self._callbacks:
             backend.register_callback(callback)
+        backend.register_service_callback(self._on_service_ready)
+        if len(self._backends) > 1:  # tasks may now depend on tasks of another backend
+            for each in self._backends.values():
+                if each.name not in self._links.watching:
+                    self._links.watching.add(each.name)
+                    each.register_callback(self._links.on_state)
 
     def register_callback(self, func: Callback) -> None:
         """`func(task, state)` for every state change of every backend of this session."""
@@ -114,6 +130,8 @@ class Session:
         With a journal, tasks it holds as DONE resolve at once instead of running."""
         self._check_open()
         tasks = list(tasks)
+        if any(isinstance(t, dict) and ("service" in t or "is_service" in t) for t in tasks):
+            await self.registry_start()  # services publish there; their processes inherit it
         groups = self._route(tasks)  # the whole batch is checked, resumed tasks included
         if self._journal is None:
             futures = await self._submit_routed(tasks, groups)
@@ -136,6 +154,9 @@ class Session:
             for task in group:  # where each task went, as the original reports it
                 task["backend"] = name
                 self._tasks[task["uid"]] = task
+        if len(self._backends) > 1:
+            self._link_across(groups)
+        for name, group in groups.items():
             futures = await self._backends[name].submit_tasks(group)
             by_uid.update(futures.items())
         return TaskFutures((task["uid"], by_uid[task["uid"]]) for task in tasks)
@@ -146,20 +167,74 @@ class Session:
         for backend in self._backends.values():
             backend.adopt_done(uids)
 
+    def _link_across(self, groups: dict[str, list[dict[str, Any]]]) -> None:
+        """Tell each backend about the tasks of other backends its tasks depend on."""
+        for name, group in groups.items():
+            target = self._backends[name]
+            for task in group:
+                deps = dependency_uids(task)
+                ai_services = task.get("service") if is_ai_task(task) else None
+                if isinstance(ai_services, str):
+                    deps.append(ai_services)
+                elif isinstance(ai_services, (list, tuple)):
+                    deps.extend(s for s in ai_services if isinstance(s, str))
+                for dep in deps:
+                    source = self._tasks.get(dep, {}).get("backend")
+                    if source is not None and source != name and source in self._backends:
+                        self._links.link(dep, self._backends[source], target)
+
+    def _on_service_ready(self, task: dict[str, Any], endpoint: str | None) -> None:
+        self._directory.on_ready(task, endpoint)
+        self._links.on_ready(task, endpoint)
+        if self._registry is not None and endpoint is not None:
+            publishing = asyncio.ensure_future(self._registry.publish(task["uid"], endpoint))
+            self._publishing.add(publishing)
+            publishing.add_done_callback(self._publishing.discard)
+
+    @property
+    def services(self) -> dict[str, str]:
+        """The endpoints of this session's ready services, by uid."""
+        return self._directory.urls()
+
+    def _creates(self, name: str) -> bool:
+        """Whether routing to default backend `name` creates it: this session has no backend
+        of its kind (for any other missing name, routing fails, naming the backends)."""
+        ai = name == "inference"
+        return name not in self._backends and all(
+            b.runs_ai_tasks != ai for b in self._backends.values()
+        )
+
+    def _default_backend(self, ai: bool) -> str:
+        """The first backend that runs this kind of task, created when there is none
+        (`concurrent` for compute tasks, `inference` for AI tasks)."""
+        for name, backend in self._backends.items():
+            if backend.runs_ai_tasks == ai:
+                return name
+        # Named explicitly: tasks saying `backend: "concurrent"` must find it even when
+        # other live backends elsewhere in the process hold the default name.
+        if ai:
+            from rhapsody.inference.backend import InferenceBackend
+
+            self.add_backend(InferenceBackend(name="inference", directory=self._directory))
+            return "inference"
+        from rhapsody.plugins import backend_class
+
+        self.add_backend(backend_class("concurrent")(name="concurrent"))
+        return "concurrent"
+
     def _route(self, tasks: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         """Tasks grouped by the name of the backend each goes to."""
-        if not self._backends:
-            from rhapsody.plugins import backend_class
-
-            # Named explicitly: tasks saying `backend: "concurrent"` must find it even when
-            # other live concurrent backends elsewhere in the process hold the default name.
-            self.add_backend(backend_class("concurrent")(name="concurrent"))
-        default = next(iter(self._backends))
+        defaults: dict[bool, str] = {}
         groups: dict[str, list[dict[str, Any]]] = {}
         for task in tasks:
             if not isinstance(task, dict):
                 raise TaskValidationError(f"a task must be a dict, got {type(task).__name__}")
-            name = task.get("backend") or default
+            name = task.get("backend")
+            if not name or (name in _DEFAULT_NAMES and self._creates(name)):
+                ai = is_ai_task(task)
+                name = defaults.get(ai)
+                if name is None:
+                    name = defaults[ai] = self._default_backend(ai)
             if name not in self._backends:
                 raise TaskValidationError(
                     f"no backend named {name!r} in this session "

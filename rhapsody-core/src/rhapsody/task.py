@@ -14,6 +14,8 @@ from typing import Any
 import attrs
 
 from rhapsody.errors import TaskValidationError
+from rhapsody.inference.request import AIRequest, is_ai_task, parse_ai
+from rhapsody.services.spec import PORT_PLACEHOLDER, ServiceSpec, parse_service
 
 ISOLATION_MODES = ("thread", "process")
 #: The task dict keys that say what a task computes and needs: what `from_dict` reads, less
@@ -34,9 +36,22 @@ DESCRIPTION_FIELDS = (
     "shell",
     "isolation",
     "task_backend_specific_kwargs",
+    "service",
     "ranks",
     "cores_per_rank",
     "gpus_per_rank",
+    # AI tasks (rhapsody.inference.request.FIELDS; `service` is listed above)
+    "prompt",
+    "messages",
+    "model",
+    "system_prompt",
+    "api",
+    "endpoint",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
 )
 #: what stands for a secret's value wherever a secret could be shown (reprs, errors)
 MASK = "***"
@@ -72,10 +87,14 @@ class TaskDescription:
     # Given to the task's process like `environment`, never shown: masked in the repr (which
     # dask and loggers may print); validation errors name the variable, not its value.
     secret_environment: dict[str, str] | None = attrs.field(default=None, repr=_mask)
+    #: set for a service task (a long-running task its dependents use while it runs)
+    service: ServiceSpec | None = None
     #: processes of an MPI program, started by the backend's MPI launcher when > 1
     ranks: int = 1
     cores_per_rank: int = 1
     gpus_per_rank: int = 0
+    #: set for an AI task (run by an inference backend)
+    ai: AIRequest | None = None
 
     @property
     def is_function(self) -> bool:
@@ -124,6 +143,8 @@ class TaskDescription:
                 kwargs = dict(raw_kwargs)
                 if any(not isinstance(k, str) for k in kwargs):
                     raise _bad(uid, "kwargs", "keys must be strings")
+        elif is_ai_task(task):
+            return _ai_task(task, uid, backend_kwargs)
         else:
             raise _bad(uid, "executable", "a task needs either 'executable' or 'function'")
 
@@ -193,6 +214,17 @@ class TaskDescription:
                 f"must be one of {', '.join(ISOLATION_MODES)}, got {isolation!r}",
             )
 
+        service = get("service")
+        if service is None and get("is_service") is True:  # AsyncFlow's spelling of the default
+            service = True
+        if service is not None:
+            service = _service(service, uid, executable, arguments, environment, retries)
+            auth = service.auth if service is not None else None
+            if auth is not None and auth not in (secret_environment or {}):
+                raise _bad(
+                    uid, "service", f"'auth' names {auth!r}, which is not in 'secret_environment'"
+                )
+
         return cls(
             uid,
             executable,
@@ -211,6 +243,7 @@ class TaskDescription:
             isolation,
             backend_kwargs,
             secret_environment,
+            service,
             ranks=ranks,
             cores_per_rank=cores_per_rank,
             gpus_per_rank=gpus_per_rank,
@@ -228,29 +261,56 @@ def dependency_uids(task: Mapping[str, Any]) -> list[str]:
     return uids
 
 
-def _env_cwd_of(
-    backend_kwargs: Mapping[str, Any],
-    environment: dict[str, str] | None,
-    working_directory: str | None,
+def _ai_task(
+    task: Mapping[str, Any], uid: str, backend_kwargs: dict[str, Any]
+) -> TaskDescription:
+    """An AI task: what it asks, and the common fields that mean something for a request."""
+    ai = parse_ai(task, uid)
+    for field in ("arguments", "args", "kwargs", "shell", "cores", "gpus", "ranks"):
+        if task.get(field) is not None:
+            raise _bad(uid, field, "an AI task sends a request to a server; it runs no program")
+    raw = task.get("dependencies")
+    dependencies = () if raw is None else _dependencies(raw, uid)
+    dependencies += tuple(s for s in ai.services if s not in dependencies)  # wait until ready
+    timeout = task.get("timeout")
+    retries = task.get("retries")
+    secrets = task.get("secret_environment")
+    return TaskDescription(
+        uid,
+        dependencies=dependencies,
+        cores=0,
+        timeout=None if timeout is None else _timeout(timeout, uid),
+        retries=_count(retries, "retries", 0, uid) if retries else 0,
+        backend_kwargs=backend_kwargs,
+        secret_environment=None if secrets is None else _secret_environment(secrets, None, uid),
+        cores_per_rank=0,
+        ai=ai,
+    )
+
+
+def _service(
+    raw: Any,
     uid: str,
-) -> tuple[dict[str, str] | None, str | None]:
-    """The original's `task_backend_specific_kwargs` `env` / `cwd`, honoured on every backend
-    as `environment` / `working_directory`; the top-level fields win where both are given."""
-    field = "task_backend_specific_kwargs"
-    env = backend_kwargs.get("env")
-    if env is not None:
-        try:
-            env = _environment(env, uid)
-        except TaskValidationError as exc:
-            raise _bad(uid, field, f"'env': {exc}") from None
-        environment = {**env, **(environment or {})}
-    cwd = backend_kwargs.get("cwd")
-    if cwd is not None and working_directory is None:
-        try:
-            working_directory = _path(cwd, uid, field)
-        except TaskValidationError as exc:
-            raise _bad(uid, field, f"'cwd': {exc}") from None
-    return environment, working_directory
+    executable: str | None,
+    arguments: tuple[str, ...],
+    environment: dict[str, str] | None,
+    retries: int,
+) -> ServiceSpec | None:
+    spec = parse_service(raw, uid)
+    if spec is None:
+        return None
+    if retries:
+        raise _bad(uid, "retries", "a service restarts after a crash with service 'restarts'")
+    if spec.needs_port and spec.port is None and executable is not None:
+        texts = [*arguments, *(environment or {}).values()]
+        if not any(PORT_PLACEHOLDER in text for text in texts):
+            raise _bad(
+                uid,
+                "service",
+                f"a {spec.probe} probe needs '{PORT_PLACEHOLDER}' in the arguments or "
+                "environment (replaced by a free port), or a fixed 'port'",
+            )
+    return spec
 
 
 def _placement(
@@ -298,6 +358,31 @@ def _placement(
             )
         per_rank[field] = value
     return ranks, ranks * per_rank["cores"], ranks * per_rank["gpus"]
+
+
+def _env_cwd_of(
+    backend_kwargs: Mapping[str, Any],
+    environment: dict[str, str] | None,
+    working_directory: str | None,
+    uid: str,
+) -> tuple[dict[str, str] | None, str | None]:
+    """The original's `task_backend_specific_kwargs` `env` / `cwd`, honoured on every backend
+    as `environment` / `working_directory`; the top-level fields win where both are given."""
+    field = "task_backend_specific_kwargs"
+    env = backend_kwargs.get("env")
+    if env is not None:
+        try:
+            env = _environment(env, uid)
+        except TaskValidationError as exc:
+            raise _bad(uid, field, f"'env': {exc}") from None
+        environment = {**env, **(environment or {})}
+    cwd = backend_kwargs.get("cwd")
+    if cwd is not None and working_directory is None:
+        try:
+            working_directory = _path(cwd, uid, field)
+        except TaskValidationError as exc:
+            raise _bad(uid, field, f"'cwd': {exc}") from None
+    return environment, working_directory
 
 
 def _bad(uid: str, field: str, message: str) -> TaskValidationError:

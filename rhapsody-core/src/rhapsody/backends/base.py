@@ -45,7 +45,12 @@ from rhapsody.task import TaskDescription
 logger = logging.getLogger("rhapsody")
 
 Callback = Callable[[dict[str, Any], str], Any]
+ServiceCallback = Callable[[dict[str, Any], "str | None"], Any]
 
+# Task dict keys that make a batch's admission check more than the backend's own.
+_SPECIAL = frozenset({"service", "is_service", "prompt", "messages"})
+#: what `resolve` is told when a service running on another backend is ready
+READY = "READY"
 INITIALIZED = "INITIALIZED"
 RUNNING = "RUNNING"
 SHUTDOWN = "SHUTDOWN"
@@ -106,6 +111,19 @@ class ExecutionContext:
     def started(self) -> None:
         """Report that the task really started (moves it to EXECUTING). Loop thread only."""
         self._backend._mark_running(self._node)
+
+    @property
+    def wants_output(self) -> bool:
+        """True when the engine reads this attempt's output as it arrives (a service's log
+        probe): a backend whose class sets `streams_output` then passes it to `output`."""
+        service = self._node.service
+        return service is not None and service.log is not None
+
+    def output(self, data: bytes) -> None:
+        """Hand the engine a chunk of the attempt's stdout or stderr as it arrives."""
+        service = self._node.service
+        if service is not None and service.log is not None:
+            service.log.feed(data)
 
     @property
     def work_dir(self) -> Path:
@@ -170,6 +188,14 @@ class BaseExecutionBackend:
     #: (dask, a pilot): a task's `timeout` then starts only when `ctx.started()` reports the
     #: start. Otherwise it starts at launch (and again at the reported start).
     queues_tasks: ClassVar[bool] = False
+    #: True when the backend passes a running task's output to `ctx.output` (needed by the
+    #: `log` readiness probe of services)
+    streams_output: ClassVar[bool] = False
+    #: the address a service task's port is chosen on and its endpoint names. The default
+    #: suits backends whose tasks run on this host.
+    service_host: ClassVar[str] = "127.0.0.1"
+    #: True for a backend that runs AI tasks (requests to inference servers)
+    runs_ai_tasks: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -186,6 +212,10 @@ class BaseExecutionBackend:
         self._work_dir: str | os.PathLike[str] | None = work_dir
         self._pool = resources
         self._callbacks: list[Callback] = []
+        # Callbacks that take AsyncFlow's `service_callback` keyword (see `_service_ready`).
+        self._service_aware: list[Callback] = []
+        self._service_callbacks: list[ServiceCallback] = []
+        self._lifetime_services = 0  # live services with lifetime "dependents"
         self._graph = TaskGraph()
         self._queues: dict[tuple[int, int], deque[Node]] = {}
         self._scheduling = False
@@ -224,6 +254,25 @@ class BaseExecutionBackend:
         if self._pool is not None:
             self._pool.check_request(task.uid, task.cores, task.gpus)
 
+    def _check_special(self, task: TaskDescription) -> None:
+        """The admission check of a batch holding service or AI tasks."""
+        if task.ai is not None and not self.runs_ai_tasks:
+            raise TaskValidationError(
+                f"an AI task cannot run on the {self.backend_name} backend: submit it through "
+                "a Session (which routes it to an inference backend) or to an 'inference' backend",
+                uid=task.uid,
+                field="prompt" if task.ai.prompts is not None else "messages",
+            )
+        if task.service is not None and task.service.probe == "log" and not self.streams_output:
+            raise TaskValidationError(
+                f"the {self.backend_name} backend cannot watch a running task's output; "
+                "use an 'http', 'tcp' or 'publish' probe",
+                uid=task.uid,
+                field="service",
+            )
+        if self._admission_check is not None:
+            self._admission_check(task)
+
     # -- public API ----------------------------------------------------------------------------
     def __await__(self) -> Generator[Any, None, BaseExecutionBackend]:
         return self._ensure_started().__await__()
@@ -259,9 +308,21 @@ class BaseExecutionBackend:
         if not callable(func):
             raise TypeError(f"callback must be callable, got {func!r}")
         self._callbacks.append(func)
+        if _takes_service_callback(func):
+            self._service_aware.append(func)
+
+    def register_service_callback(self, func: ServiceCallback) -> None:
+        """Add `func(task, endpoint)`, called each time a service task becomes ready (again
+        after each restart); `endpoint` is None for a service without a port."""
+        if not callable(func):
+            raise TypeError(f"callback must be callable, got {func!r}")
+        self._service_callbacks.append(func)
 
     def get_task_states_map(self) -> StateMapper:
-        return StateMapper(self.backend_name)
+        from rhapsody.plugins import state_mapper_table
+
+        # Given the table: a backend need not be registered by name to describe its states.
+        return StateMapper(self.backend_name, native=state_mapper_table(self.backend_name))
 
     def task_state(self, uid: str) -> str | None:
         """The lifecycle state of task `uid` (None if unknown)."""
@@ -295,7 +356,10 @@ class BaseExecutionBackend:
                 gc.enable()
 
     def _submit(self, tasks: Sequence[dict[str, Any]]) -> TaskFutures:
-        nodes = self._graph.admit(tasks, self._admission_check, self._make_future)
+        check = self._admission_check
+        if any(isinstance(task, dict) and not _SPECIAL.isdisjoint(task) for task in tasks):
+            check = self._check_special
+        nodes = self._graph.admit(tasks, check, self._make_future)
         futures = TaskFutures()
         append = futures.append
         by_uid = futures._by_uid
@@ -322,6 +386,9 @@ class BaseExecutionBackend:
             for dep in node.desc.dependencies:
                 dep_node = live.get(dep)
                 if dep_node is not None:
+                    if dep_node.service is not None and dep_node.service.ready:
+                        self._use_service(dep_node, node)
+                        continue
                     if dep_node.dependents is None:
                         dep_node.dependents = [node]
                     else:
@@ -342,14 +409,48 @@ class BaseExecutionBackend:
     async def cancel_task(self, uid: str) -> bool:
         """Cancel a pending or running task. False if it is unknown or already final."""
         node = self._graph.live.get(uid)
-        if node is None or node.state in FINAL_STATES:
+        if node is None or node.state in FINAL_STATES or node.external:
             return False
         self._cancel(node)
         return True
 
+    def expect(self, uid: str) -> None:
+        """Task `uid` runs on another backend (of the same session): let tasks here depend on
+        it until `resolve(uid, ...)` says how it ended. No callback, no future: it is not ours."""
+        graph = self._graph
+        if uid not in graph.live and uid not in graph.finished:
+            node = Node(uid, {"uid": uid}, TaskDescription(uid), -1)
+            node.external = True
+            node.state = SCHEDULING_PENDING
+            graph.live[uid] = node
+
+    def resolve(self, uid: str, state: str, endpoint: str | None = None) -> None:
+        """The task `uid` given to `expect` reached final `state`, or is a service that is now
+        ready (`state` "READY", with its `endpoint`): release or fail its dependents here."""
+        node = self._graph.live.get(uid)
+        if node is None or not node.external:
+            return
+        if state == READY:
+            from rhapsody.services.spec import DEFAULT
+            from rhapsody.services.supervisor import ServiceRun
+
+            if endpoint is not None:
+                node.task["endpoint"] = endpoint
+            node.service = ServiceRun(DEFAULT, self.service_host)
+            self._service_ready(node, endpoint)
+            return
+        node.state = state
+        dependents = node.dependents
+        self._graph.retire(node)
+        if dependents:
+            self._settle_dependents(node.uid, state, None, dependents)
+        self._schedule()
+
     async def cancel_all_tasks(self) -> int:
         """Cancel every unfinished task; returns how many were cancelled."""
-        nodes = [n for n in self._graph.live.values() if n.state not in FINAL_STATES]
+        nodes = [
+            n for n in self._graph.live.values() if n.state not in FINAL_STATES and not n.external
+        ]
         for node in nodes:
             if node.state not in FINAL_STATES:
                 self._cancel(node)
@@ -361,6 +462,9 @@ class BaseExecutionBackend:
             return
         self._closing = True
         try:
+            for node in self._graph.live.values():
+                if node.service is not None and node.service.ready:
+                    node.service.stopping = True  # stopped by the runtime: it ends DONE
             await self.cancel_all_tasks()
             handles = [n.handle for n in self._graph.live.values() if n.handle is not None]
             if handles:
@@ -449,6 +553,8 @@ class BaseExecutionBackend:
                 )
 
     def _mark_running(self, node: Node) -> None:
+        if node.service is not None:  # each attempt of a service (a restart stays EXECUTING)
+            node.service.on_started()
         if node.state == EXECUTING_PENDING:
             self._move(node, EXECUTING)
             # The timeout counts from the real start, not from the launch: a backend whose
@@ -515,12 +621,20 @@ class BaseExecutionBackend:
             node.task["attempt"] = node.attempt
         ctx = ExecutionContext(self, node)
         assert self._loop is not None
+        desc = node.desc
+        if node.service_env is not None and (
+            desc.executable is not None or desc.isolation != "thread"
+        ):  # a thread function shares this process's environment: it uses the registry
+            desc = attrs.evolve(desc, environment={**(desc.environment or {}), **node.service_env})
+        if desc.service is not None:
+            self._loop.create_task(self._run_service(node, ctx, desc))
+            return
         if not self._sync_execute:
-            self._loop.create_task(self._run(node, ctx))
+            self._loop.create_task(self._run(node, ctx, desc))
             return
         result: Any
         try:
-            result = self._execute(node.desc, ctx)  # a plain method: an Outcome or a future
+            result = self._execute(desc, ctx)  # a plain method: an Outcome or a future
         except Exception as exc:
             result = self._backend_failure(exc)
         if type(result) is Outcome:
@@ -537,7 +651,7 @@ class BaseExecutionBackend:
             error = TypeError(f"_execute returned {type(result).__name__}, not an Outcome")
             self._complete(node, self._backend_failure(error))
 
-    async def _run(self, node: Node, ctx: ExecutionContext) -> None:
+    async def _run(self, node: Node, ctx: ExecutionContext, desc: TaskDescription) -> None:
         # `handle` is set only once the coroutine runs: a task cancelled before that is
         # finished by `_cancel` itself (a not-yet-started coroutine never sees the cancellation).
         if node.state in FINAL_STATES:
@@ -547,7 +661,7 @@ class BaseExecutionBackend:
             self._arm_timeout(node)
         outcome: Outcome | None
         try:
-            outcome = await self._execute(node.desc, ctx)
+            outcome = await self._execute(desc, ctx)
         except asyncio.CancelledError:
             outcome = None
         except Exception as exc:
@@ -578,12 +692,150 @@ class BaseExecutionBackend:
             return
         if outcome is None and node.timed_out and not node.cancel_requested:
             outcome = Outcome.failure(f"timed out after {node.desc.timeout:g} s")
+        if outcome is None and node.service is not None and node.service.stopping:
+            outcome = Outcome(True)
         if outcome is None:
             self._release(node)
             self._finish(node, CANCELED)
             self._schedule()
         else:
             self._complete(node, outcome)
+
+    # -- services (see rhapsody/services) --------------------------------------------------------
+    async def _run_service(self, node: Node, ctx: ExecutionContext, desc: TaskDescription) -> None:
+        """Run a service task: each attempt raced against its readiness probe; dependents
+        released once it is ready; restarted after a crash while `restarts` allow."""
+        if node.state in FINAL_STATES:
+            return
+        from rhapsody.services.supervisor import ServiceRun, until_ready
+
+        node.handle = asyncio.current_task()
+        if not self.queues_tasks:
+            self._arm_timeout(node)
+        spec = desc.service
+        assert spec is not None
+        run = node.service = ServiceRun(spec, self.service_host)
+        if spec.lifetime == "dependents":
+            self._lifetime_services += 1
+        token = (desc.secret_environment or {}).get(spec.auth) if spec.auth else None
+        restarts = 0
+        outcome: Outcome | None
+        try:
+            while True:
+                attempt_desc, _ = run.prepare(desc)
+                attempt = asyncio.ensure_future(self._attempt(attempt_desc, ctx))
+                try:
+                    ready, result = await until_ready(run, node.uid, token, attempt)
+                except asyncio.CancelledError:
+                    await _stop(attempt)
+                    raise
+                if not ready:
+                    ended = await _stop(attempt)
+                    if result is None and ended is not None and ended.ok and spec.probe is None:
+                        # It ran and ended before its start was seen (an engine that runs
+                        # tasks at once, like noop): it was ready, and is done.
+                        self._service_ready(node, None)
+                        outcome = ended
+                    else:
+                        why = result or "service exited before it was ready: " + (
+                            "exit code 0" if ended is None or ended.ok else ended.reason or "failed"
+                        )
+                        outcome = _failed(ended, why)
+                    break
+                self._service_ready(node, result)
+                try:
+                    ended = await attempt
+                except asyncio.CancelledError:
+                    await _stop(attempt)
+                    raise
+                if ended.ok:  # it ended by itself, cleanly
+                    outcome = ended
+                    break
+                if restarts >= spec.restarts:
+                    outcome = _failed(ended, f"service died after it was ready: {ended.reason}")
+                    break
+                restarts += 1
+                node.task["restarts"] = restarts
+                logger.warning(
+                    "%s: service %r died (%s); restart %d of %d",
+                    *(self.name, node.uid, ended.reason, restarts, spec.restarts),
+                )
+                run.ready = False  # tasks submitted meanwhile wait for the new endpoint
+                node.attempt += 1
+                ctx = ExecutionContext(self, node)
+        except asyncio.CancelledError:
+            outcome = None
+        except Exception as exc:
+            outcome = self._backend_failure(exc)
+        self._attempt_over(node, outcome)
+
+    async def _attempt(self, desc: TaskDescription, ctx: ExecutionContext) -> Outcome:
+        result: Any = self._execute(desc, ctx)
+        if inspect.isawaitable(result):
+            result = await result
+        if type(result) is not Outcome:
+            raise TypeError(f"_execute gave {type(result).__name__}, not an Outcome")
+        return result
+
+    def _service_ready(self, node: Node, endpoint: str | None) -> None:
+        """The service `node` passed its probe: resolve its future, release its dependents."""
+        run = node.service
+        run.ready = True
+        task = node.task
+        if endpoint is not None:
+            task["endpoint"] = endpoint
+        if node.future is not None and not node.future.done():
+            node.future.set_result(task)
+        dependents, node.dependents = node.dependents, None
+        for child in dependents or ():
+            if child.state not in FINAL_STATES:
+                self._use_service(node, child)
+                if child.state == SCHEDULING_PENDING:
+                    child.waiting -= 1
+                    if child.waiting == 0:
+                        self._move(child, EXECUTING_PENDING)
+                        self._enqueue(child)
+        if not node.external:
+            for callback in self._service_aware:  # AsyncFlow resolves a service's future here
+                self._call_safely(callback, task, EXECUTING, service_callback=_resolve_service)
+            for service_callback in self._service_callbacks:
+                self._call_safely(service_callback, task, endpoint)
+        self._schedule()
+
+    def _use_service(self, service: Node, user: Node) -> None:
+        """`user` depends on the ready `service`: give it the endpoint, count it as a user."""
+        run = service.service
+        run.users.add(user.uid)
+        endpoint = service.task.get("endpoint")
+        if endpoint is not None:
+            from rhapsody.services import endpoint_variable
+
+            env = user.service_env = dict(user.service_env or {})
+            env[endpoint_variable(service.uid)] = endpoint
+
+    def _release_services(self, node: Node) -> None:
+        """`node` is final: stop each "dependents"-lifetime service it was the last user of."""
+        if node.service is not None and node.service.spec.lifetime == "dependents":
+            self._lifetime_services -= 1
+        live = self._graph.live
+        for dep in node.desc.dependencies:
+            service_node = live.get(dep)
+            if service_node is None:
+                continue
+            run = service_node.service
+            if run is None or run.spec.lifetime != "dependents" or node.uid not in run.users:
+                continue
+            run.users.discard(node.uid)
+            if not run.users and run.ready and not service_node.dependents:
+                run.stopping = True
+                if service_node.handle is not None:
+                    service_node.handle.cancel()
+
+    def _call_safely(self, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            callback(*args, **kwargs)
+        except Exception:
+            logger.exception("%s: callback %r raised; ignored", self.name, callback)
 
     def _backend_failure(self, exc: Exception) -> Outcome:
         logger.debug("%s: backend error", self.name, exc_info=exc)
@@ -665,8 +917,13 @@ class BaseExecutionBackend:
     ) -> None:
         """Move `node` to a final state, resolve its future, then settle its dependents."""
         dependents = self._settle(node, state, reason, exception)
-        if dependents is None:
-            return
+        if dependents is not None:
+            self._settle_dependents(node.uid, state, reason, dependents)
+
+    def _settle_dependents(
+        self, uid: str, state: str, reason: str | None, dependents: list[Node]
+    ) -> None:
+        """Task `uid` ended in `state`: release its waiting dependents, or fail them."""
         if state == DONE:
             for child in dependents:
                 if child.state == SCHEDULING_PENDING:
@@ -677,9 +934,9 @@ class BaseExecutionBackend:
             return
         # A failed/cancelled task fails its dependents (cancels them at shutdown) without
         # running them; iterative, so long chains cannot exhaust the stack.
-        root = (node.uid, reason)
+        root = (uid, reason)
         child_state = CANCELED if self._closing else FAILED
-        stack = [(child, node.uid, state) for child in dependents]
+        stack = [(child, uid, state) for child in dependents]
         while stack:
             child, cause, cause_state = stack.pop()
             if child.state in FINAL_STATES:
@@ -721,6 +978,8 @@ class BaseExecutionBackend:
                 else:
                     future.cancel()
         dependents = node.dependents
+        if self._lifetime_services:
+            self._release_services(node)
         self._graph.retire(node)
         return dependents
 
@@ -767,6 +1026,38 @@ def _write_outcome(task: dict[str, Any], outcome: Outcome) -> None:
         task["exception"] = outcome.exception
     if outcome.extra:
         task.update(outcome.extra)
+
+
+async def _stop(attempt: asyncio.Future[Outcome]) -> Outcome | None:
+    """Cancel `attempt` (if still running) and wait for it; its outcome, None if cancelled."""
+    attempt.cancel()
+    try:
+        return await attempt
+    except asyncio.CancelledError:
+        return None
+    except Exception as exc:
+        return Outcome.failure(f"backend error: {type(exc).__name__}: {exc}", exception=exc)
+
+
+def _failed(ended: Outcome | None, reason: str) -> Outcome:
+    """A failure saying `reason`, keeping what the attempt captured (output, exit code)."""
+    if ended is None:
+        return Outcome.failure(reason)
+    return attrs.evolve(ended, ok=False, reason=reason)
+
+
+def _resolve_service(future: Any, task: Any, state: str) -> None:
+    """AsyncFlow's `service_callback(future, task, state)`: a ready service resolves its
+    future with its endpoint."""
+    if not future.done():
+        future.set_result(task.get("endpoint") if isinstance(task, dict) else None)
+
+
+def _takes_service_callback(func: Callable[..., Any]) -> bool:
+    try:
+        return "service_callback" in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _no_loop_yet() -> asyncio.Future[Any]:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -64,8 +65,11 @@ def _alive(pid: int) -> bool:
 class _Capture(asyncio.SubprocessProtocol):
     """Collects stdout/stderr in memory up to a limit, spilling the rest to files."""
 
-    def __init__(self, limit: int, spill_dir: Any, stem: str) -> None:
+    def __init__(
+        self, limit: int, spill_dir: Any, stem: str, watch: Callable[[bytes], None] | None = None
+    ) -> None:
         # Built on the loop thread; asyncio calls the methods below, or `_WatchedChild` does.
+        self.watch = watch  # sees every chunk as it arrives (a service's log probe)
         self.limit = limit
         self.spill_dir = spill_dir  # callable returning the directory, evaluated lazily
         self.stem = stem
@@ -78,6 +82,8 @@ class _Capture(asyncio.SubprocessProtocol):
         self.closed: asyncio.Future[None] = loop.create_future()
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if self.watch is not None:
+            self.watch(data)
         buf = self.buffers[fd]
         buf += data
         spill = self.files.get(fd)
@@ -234,7 +240,9 @@ async def run(
     env = ctx.environment(task)
     cwd = ctx.working_directory(task)
     stem = f"{ctx.uid}.{ctx.attempt}".replace(os.sep, "_")
-    capture = _Capture(max_output, lambda: ctx.work_dir, stem)
+    capture = _Capture(
+        max_output, lambda: ctx.work_dir, stem, ctx.output if ctx.wants_output else None
+    )
     try:
         process = await _spawn(argv, cwd, env, capture)
     except OSError as exc:

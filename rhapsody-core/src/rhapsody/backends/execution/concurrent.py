@@ -49,6 +49,7 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
     """
 
     backend_name = "concurrent"
+    streams_output = True
 
     def __init__(
         self,

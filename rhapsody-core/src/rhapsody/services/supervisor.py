@@ -1,0 +1,142 @@
+"""`ServiceRun`: what the engine keeps for one service task while it runs.
+
+The engine (backends/base.py) launches a service's attempts like any task's; this module holds
+what differs: the port chosen for each attempt and put into the task's arguments and
+environment, the readiness probe raced against the attempt, and the bookkeeping of who uses the
+service (for the "dependents" lifetime).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import Any
+
+import attrs
+
+from rhapsody.services import probes
+from rhapsody.services.spec import HOST_PLACEHOLDER, PORT_PLACEHOLDER, ServiceSpec
+from rhapsody.task import TaskDescription
+
+
+def free_port(host: str) -> int:
+    """A port nobody listens on at `host` now (the service binds it right after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def uses_port(task: TaskDescription) -> bool:
+    """Whether `{port}` appears where it is replaced: arguments, environment, function args."""
+    texts = [*task.arguments, *(task.environment or {}).values()]
+    texts += [a for a in (*task.args, *task.kwargs.values()) if isinstance(a, str)]
+    return any(PORT_PLACEHOLDER in text for text in texts)
+
+
+def with_address(task: TaskDescription, host: str, port: int | None) -> TaskDescription:
+    """`task` with `{host}` and `{port}` replaced (plain text replacement: nothing else
+    expands; `{port}` stays as it is when there is no port)."""
+    text = str(port)
+
+    def put(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        value = value.replace(HOST_PLACEHOLDER, host)
+        return value if port is None else value.replace(PORT_PLACEHOLDER, text)
+
+    environment = task.environment
+    if environment is not None:
+        environment = {k: put(v) for k, v in environment.items()}
+    return attrs.evolve(
+        task,
+        arguments=tuple(put(a) for a in task.arguments),
+        environment=environment,
+        args=tuple(put(a) for a in task.args),
+        kwargs={k: put(v) for k, v in task.kwargs.items()},
+    )
+
+
+class ServiceRun:
+    """The live state of one service task (attached to its engine node)."""
+
+    __slots__ = ("host", "log", "port", "ready", "spec", "started", "stopping", "users")
+
+    def __init__(self, spec: ServiceSpec, host: str) -> None:
+        self.spec = spec
+        self.host = host
+        self.port: int | None = None
+        self.ready = False
+        self.stopping = False  # the runtime stops it (shutdown, lifetime): it ends DONE
+        self.users: set[str] = set()  # uids of unfinished dependents
+        self.started: asyncio.Future[None] | None = None
+        self.log: probes.LogWatch | None = None
+
+    def prepare(self, task: TaskDescription) -> tuple[TaskDescription, str | None]:
+        """The attempt's task (port filled in) and its endpoint, before it is launched."""
+        loop = asyncio.get_running_loop()
+        self.started = loop.create_future()
+        self.log = probes.LogWatch(self.spec.pattern) if self.spec.pattern is not None else None
+        self.port = self.spec.port
+        if self.port is None and uses_port(task):
+            self.port = free_port(self.host)
+        return with_address(task, self.host, self.port), self.endpoint()
+
+    def endpoint(self) -> str | None:
+        if self.port is None:
+            return None
+        where = f"{self.host}:{self.port}"
+        return f"http://{where}" if self.spec.probe == "http" else where
+
+    def on_started(self) -> None:
+        if self.started is not None and not self.started.done():
+            self.started.set_result(None)
+
+    async def wait_ready(self, uid: str, token: str | None) -> str | None:
+        """Return the endpoint once the probe passes (the caller bounds the wait)."""
+        spec = self.spec
+        assert self.started is not None
+        await self.started
+        if spec.probe == "http":
+            assert self.port is not None
+            await probes.http_ready(self.host, self.port, spec.path, token)
+        elif spec.probe == "tcp":
+            assert self.port is not None
+            await probes.tcp_ready(self.host, self.port)
+        elif spec.probe == "log":
+            assert self.log is not None
+            await self.log.matched
+        elif spec.probe == "publish":
+            return await probes.published(uid, spec.timeout)
+        return self.endpoint()
+
+
+async def until_ready(
+    run: ServiceRun, uid: str, token: str | None, attempt: asyncio.Future[Any]
+) -> tuple[bool, str | None]:
+    """Race the probe against the attempt for at most the spec's start-up timeout.
+
+    Returns (True, endpoint) once ready; (False, None) when the attempt ended first (the caller
+    reads its outcome); (False, reason) when the probe failed or timed out.
+    """
+    probe = asyncio.ensure_future(run.wait_ready(uid, token))
+    try:
+        done, _ = await asyncio.wait(
+            [probe, attempt], timeout=run.spec.timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        if not probe.done():
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
+    if probe in done and not probe.cancelled():
+        error = probe.exception()
+        if error is None:
+            return True, probe.result()
+        if attempt not in done:
+            return False, f"service not ready: {error}"
+    if attempt in done:
+        return False, None
+    what = {"http": f"GET {run.spec.path}", "tcp": "its port", "log": "its log"}
+    probe_name = what.get(run.spec.probe or "", "the start")
+    return False, f"service not ready within {run.spec.timeout:g} s (waited for {probe_name})"
