@@ -41,8 +41,9 @@ async def one_round(kind: str, n: int, telemetry: dict[str, Any] | None) -> floa
     for backend in session.backends.values():
         await backend
     if telemetry is not None:
+        subscriber = telemetry.pop("_subscriber", False)
         manager = await session.start_telemetry(**telemetry)
-        if telemetry.pop("_subscriber", False):
+        if subscriber:
             manager.subscribe(lambda event: None)
     tasks = workload(kind, n)
     gc.collect()

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import urllib.error
@@ -288,3 +289,22 @@ def test_rhapsody_run_dashboard_prints_a_tokened_url(tmp_path: Path) -> None:
     assert url.startswith("http://127.0.0.1:") and len(url.rstrip("/").rsplit("/", 1)[1]) >= 32
     assert '"task_id": "a"' in (tmp_path / "t.jsonl").read_text()
 
+
+
+def test_rhapsody_run_reports_telemetry_that_cannot_start(tmp_path: Path) -> None:
+    workflow = tmp_path / "flow.json"
+    workflow.write_text(json.dumps({"tasks": [{"uid": "a", "executable": "/bin/true"}]}))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            ["rhapsody", "run", str(workflow), "--no-progress", "--prometheus-port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "telemetry" in out.stdout + out.stderr
+    assert "Address already in use" in out.stdout + out.stderr

@@ -76,6 +76,7 @@ class TelemetryManager:
         span_processors: Sequence[Any] = (),
         metric_readers: Sequence[Any] = (),
         resource_attributes: dict[str, Any] | None = None,
+        resource: Any = None,
         otlp_endpoint: str | None = None,
         prometheus_port: int | None = None,
         prometheus_host: str = "127.0.0.1",
@@ -93,6 +94,7 @@ class TelemetryManager:
         self.span_processors = list(span_processors)
         self.metric_readers = list(metric_readers)
         self.resource_attributes = dict(resource_attributes or {})
+        self.resource = resource  # an OpenTelemetry Resource merged over ours (rhapsody-py's)
         self.otlp_endpoint = otlp_endpoint
         self.prometheus = None if prometheus_port is None else (prometheus_host, prometheus_port)
         self.prometheus_address: str | None = None

@@ -79,6 +79,8 @@ class Otel:
                 **manager.resource_attributes,
             }
         )
+        if manager.resource is not None:
+            resource = resource.merge(manager.resource)
         self.buffer = SpanBuffer()
         self.tracer_provider = TracerProvider(resource=resource)
         # SpanBuffer has the SpanExporter interface without importing OpenTelemetry at import.
