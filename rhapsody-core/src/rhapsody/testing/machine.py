@@ -56,12 +56,21 @@ def run_state_machine(
         raise ValueError("make_task must support at least the 'ok' kind")
     recorder = InvariantRecorder(backend, uid_prefix=f"sm{next(_runs)}.")
     example_ids = itertools.count()
+    checked = [False]  # whether the last example ended with its checks passed
 
     class BackendMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
             self.prefix = f"{recorder.prefix}{next(example_ids)}."
-            recorder.violations.clear()  # examples are independent (hypothesis replays them)
+            # Examples are independent (hypothesis replays them): start clean. What was
+            # recorded after the last example's checks passed (a late callback) is its own
+            # violation, reported here rather than dropped.
+            late = list(recorder.violations) if checked[0] else []
+            recorder.violations.clear()
+            checked[0] = False
+            assert not late, "invariant violations after the example ended:\n" + "\n".join(
+                late[:20]
+            )
             self.uids: list[str] = []
             self.futures: dict[str, asyncio.Future[Any]] = {}
 
@@ -116,6 +125,7 @@ def run_state_machine(
                 raise AssertionError(f"{pending} task(s) never finished: {states}")
             recorder.check_final(self.futures)
             recorder.assert_ok()
+            checked[0] = True
 
     run_state_machine_as_test(
         BackendMachine,
@@ -126,6 +136,7 @@ def run_state_machine(
             suppress_health_check=list(HealthCheck),
         ),
     )
+    recorder.assert_ok()  # what came after the last example's checks
     return recorder
 
 
