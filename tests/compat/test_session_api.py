@@ -78,15 +78,29 @@ def test_backend_specific_cwd_and_env_are_honoured(tmp_path: Path) -> None:
 def test_noop_finishes_after_submit_so_late_callbacks_see_every_state() -> None:
     seen: dict[str, list[str]] = {}
 
+    def record(task: dict[str, Any], state: str) -> None:
+        seen.setdefault(task["uid"], []).append(state)
+
     async def main() -> None:
         backend = await rhapsody.get_backend("noop")
         tasks = [ComputeTask(executable="/bin/true") for _ in range(5)]
         tasks.append(ComputeTask(executable="/bin/true", dependencies=[tasks[0].uid]))
         await backend.submit_tasks(tasks)
-        backend.register_callback(lambda task, state: seen.setdefault(task["uid"], []).append(state))
+        backend.register_callback(record)
         await asyncio.gather(*tasks)
         await backend.shutdown()
 
     asyncio.run(main())
     assert len(seen) == 6
     assert all(states[-1] == TasksMainStates.DONE for states in seen.values())
+
+
+def test_wait_tasks_with_plain_dicts_without_uids() -> None:
+    async def main() -> list[Any]:
+        async with Session() as session:
+            await session.submit_tasks([{"executable": "/bin/true"}, {"executable": "/bin/false"}])
+            return await session.wait_tasks()
+
+    ok, failed = asyncio.run(main())
+    assert (ok["state"], failed["state"]) == ("DONE", "FAILED")
+    assert ok["backend"] == failed["backend"] == "concurrent"

@@ -153,12 +153,14 @@ class Session:
         for name, group in groups.items():
             for task in group:  # where each task went, as the original reports it
                 task["backend"] = name
-                self._tasks[task["uid"]] = task
+                if "uid" in task:  # a task without one gets it from its backend, below
+                    self._tasks[task["uid"]] = task
         if len(self._backends) > 1:
             self._link_across(groups)
         for name, group in groups.items():
             futures = await self._backends[name].submit_tasks(group)
             by_uid.update(futures.items())
+            self._tasks.update((task["uid"], task) for task in group)
         return TaskFutures((task["uid"], by_uid[task["uid"]]) for task in tasks)
 
     def _adopt_done(self, uids: Iterable[str]) -> None:

@@ -64,6 +64,24 @@ class TasksMainStates(str, enum.Enum):
     def __str__(self) -> str:
         return str(self.value)
 
+    @classmethod
+    def _missing_(cls, value: object) -> TasksMainStates | None:
+        # TasksMainStates("RUNNING") / ("CANCELLED"): the aliases name members too.
+        alias = ALIASES.get(value) if isinstance(value, str) else None
+        return cls(alias) if alias is not None else None
+
+
+def backend_key(backend: object) -> str:
+    """The name a state table is registered under: a name as given; for a backend class or
+    instance (as rhapsody-py accepted), its `backend_name`, else its class name."""
+    if isinstance(backend, str):
+        return backend
+    name = getattr(backend, "backend_name", None)
+    if isinstance(name, str):
+        return name
+    cls = backend if isinstance(backend, type) else type(backend)
+    return cls.__name__
+
 
 class StateMapper:
     """Maps a backend's native state names onto the lifecycle.
@@ -73,11 +91,18 @@ class StateMapper:
     are the state strings the backend's callbacks report, and `terminal_states` the final ones.
     """
 
-    def __init__(self, backend: str = "concurrent", native: Mapping[str, str] | None = None):
+    def __init__(self, backend: object = "concurrent", native: Mapping[str, str] | None = None):
+        backend = backend_key(backend)
         if native is None:
-            from rhapsody.plugins import state_mapper_table
+            from rhapsody.plugins import OFFICIAL_BACKENDS, get_plugin_manager, state_mapper_table
 
             native = state_mapper_table(backend)
+            known = get_plugin_manager().backends.names()
+            if not native and backend not in known and backend not in OFFICIAL_BACKENDS:
+                raise ValueError(
+                    f"no backend or state table named {backend!r} "
+                    f"(known: {', '.join(sorted({*known, *OFFICIAL_BACKENDS}))})"
+                )
         self.backend = backend
         self._native = {name: canonical(state) for name, state in native.items()}
 
@@ -86,6 +111,29 @@ class StateMapper:
     CANCELED: Final = CANCELED
     RUNNING: Final = EXECUTING
     terminal_states: Final = FINAL_STATES
+
+    @staticmethod
+    def register_backend_tasks_states(
+        backend: object,
+        done_state: object,
+        failed_state: object,
+        canceled_state: object,
+        running_state: object,
+        **additional_states: object,
+    ) -> None:
+        """rhapsody-py's run-time registration of a backend's native state names."""
+        from rhapsody.compat.states import register_backend_tasks_states
+
+        register_backend_tasks_states(
+            backend, done_state, failed_state, canceled_state, running_state, **additional_states
+        )
+
+    @staticmethod
+    def register_backend_tasks_states_with_defaults(backend: object) -> None:
+        """As `register_backend_tasks_states`, with the main states' own names."""
+        from rhapsody.compat.states import register_backend_tasks_states_with_defaults
+
+        register_backend_tasks_states_with_defaults(backend)
 
     def to_main_state(self, native_state: str) -> str:
         """Lifecycle state for a backend-native (or lifecycle) state name."""
