@@ -1,0 +1,261 @@
+"""Service tasks on the `dask` backend (an embedded LocalCluster), through a Session.
+
+The same scenarios as on `concurrent` (test_services.py), with real servers run by dask
+workers: the probe runs in this process against 127.0.0.1, where the embedded workers run. A
+service holds its worker thread while it runs. The runtime stops a service by cancelling its
+attempt: the worker then signals the service's whole process group; the tests check by pid
+that the service and its children are gone before the cluster closes (the cluster's own clean-up
+of leftover processes would otherwise hide a service that was never stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from multiprocessing import resource_tracker
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("distributed", reason="the dask backend needs dask.distributed")
+
+import anyio
+import psutil
+from conftest import PY, http_server, tcp_client, tcp_server
+
+import rhapsody
+from rhapsody.errors import TaskExecutionError, TaskValidationError
+from rhapsody.services import endpoint_variable
+from rhapsody.states import CANCELED, DONE, EXECUTING, FAILED
+from rhapsody_dask.backend import DaskExecutionBackend
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_process_left")]
+
+WAIT = 60.0  # bound on every wait: a failure, never a hang
+
+# A server that starts a child (a process tree), notes both pids in $PIDS, then listens. On
+# SIGTERM (a graceful stop, as opposed to the cluster's SIGKILL of leftovers) it notes that too.
+TREE_SERVER = """
+import os, signal, socket, subprocess, sys
+def stop(*_):
+    open(os.environ["PIDS"] + ".term", "w").close()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+with open(os.environ["PIDS"], "w") as f:
+    f.write(f"{os.getpid()} {child.pid}")
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+while True:
+    s.accept()[0].close()
+"""
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _resource_tracker_running() -> None:
+    # The first spawned dask worker starts Python's resource tracker, which lives until this
+    # interpreter exits: start it before `no_process_left` takes its first count.
+    resource_tracker.ensure_running()
+
+
+@pytest.fixture
+async def session(tmp_path: Path) -> AsyncIterator[rhapsody.Session]:
+    backend = DaskExecutionBackend(n_workers=2, threads_per_worker=1, work_dir=tmp_path)
+    async with rhapsody.Session([backend]) as session:
+        yield session
+
+
+async def wait_until(condition: Any, what: str) -> None:
+    """Poll `condition`: process states and task dicts have no event to await."""
+    for _ in range(int(WAIT / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"waited {WAIT:g} s for {what}")
+
+
+def pids_in(path: Path) -> list[int]:
+    return [int(p) for p in path.read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture
+def tree_server(tmp_path: Path) -> Iterator[tuple[dict[str, Any], Path]]:
+    """A tcp service with a child; fails the test if any of its processes outlives it."""
+    pids = tmp_path / f"pids-{uuid.uuid4().hex[:6]}"
+    task = {
+        "uid": "tree",
+        "executable": PY,
+        "arguments": ["-c", TREE_SERVER, "{port}"],
+        "environment": {"PIDS": str(pids)},
+        "service": {"tcp": True},
+    }
+    yield task, pids
+    if pids.exists():
+        for pid in pids_in(pids):
+            if alive(pid):
+                os.kill(pid, 9)
+                pytest.fail(f"process {pid} of the service outlived the test")
+
+
+async def test_http_service_dependent_gets_the_endpoint(session: rhapsody.Session) -> None:
+    web = http_server()
+    env = endpoint_variable("web")
+    use = {
+        "uid": "use",
+        "executable": PY,
+        "arguments": [
+            "-c",
+            f"import os, urllib.request; print(urllib.request.urlopen(os.environ['{env}']).status)",
+        ],
+        "dependencies": ["web"],
+    }
+    futures = await session.submit_tasks([web, use])
+    with anyio.fail_after(WAIT):
+        result = await futures["use"]
+    assert result["stdout"].strip() == "200"
+    assert futures["web"].done() and web["state"] == EXECUTING
+    assert web["endpoint"].startswith("http://127.0.0.1:")
+    assert session.services == {"web": web["endpoint"]}
+
+
+async def test_tcp_probe_and_clients_that_use_the_endpoint(session: rhapsody.Session) -> None:
+    futures = await session.submit_tasks(
+        [tcp_server(), tcp_client("c1", "tcp"), tcp_client("c2", "tcp")]
+    )
+    with anyio.fail_after(WAIT):
+        results = await asyncio.gather(futures["c1"], futures["c2"])
+    assert [r["stdout"].strip() for r in results] == ["pong", "pong"]
+
+
+async def test_a_service_that_exits_before_ready_fails_with_its_reason(
+    session: rhapsody.Session,
+) -> None:
+    broken = {
+        "uid": "broken",
+        "executable": PY,
+        "arguments": [
+            "-c",
+            "import sys; print('bad config', file=sys.stderr); sys.exit(2)",
+            "{port}",
+        ],
+        "service": {"http": "/"},
+    }
+    futures = await session.submit_tasks([broken, tcp_client("user", "broken")])
+    with anyio.fail_after(WAIT):
+        results = await asyncio.gather(*futures, return_exceptions=True)
+    assert all(isinstance(r, TaskExecutionError) for r in results)
+    assert broken["state"] == FAILED
+    assert "exited before it was ready: exit code 2" in str(results[0])
+    assert "bad config" in broken["stderr"]
+    assert "'broken' failed" in str(results[1])
+
+
+async def test_start_up_timeout_fails_the_service_and_kills_its_processes(
+    session: rhapsody.Session, tree_server: tuple[dict[str, Any], Path]
+) -> None:
+    task, pids = tree_server
+    # It never listens on the port it is given: the tcp probe times out.
+    task["arguments"] = ["-c", TREE_SERVER.replace("int(sys.argv[1])", "0"), "{port}"]
+    task["service"] = {"tcp": True, "timeout": 3}
+    futures = await session.submit_tasks([task])
+    with anyio.fail_after(WAIT):
+        [error] = await asyncio.gather(*futures, return_exceptions=True)
+    assert isinstance(error, TaskExecutionError)
+    assert "not ready within 3 s (waited for its port)" in str(error)
+    await wait_until(pids.exists, "the pids")
+    # stopped by the worker when the engine cancelled the attempt, not at cluster close
+    await wait_until(lambda: not any(alive(p) for p in pids_in(pids)), "the processes to go")
+
+
+async def test_a_crashed_service_restarts_on_a_new_port_then_fails(tmp_path: Path) -> None:
+    server = tcp_server("flaky", restarts=1)
+    server["environment"] = {"CRASH_AFTER": "2"}  # the probe's connection, then one client's
+    ready: list[str | None] = []
+    backend = DaskExecutionBackend(n_workers=2, threads_per_worker=1, work_dir=tmp_path)
+    backend.register_service_callback(lambda task, endpoint: ready.append(endpoint))
+    async with rhapsody.Session([backend]) as session:
+        futures = await session.submit_tasks([server, tcp_client("first", "flaky")])
+        with anyio.fail_after(WAIT):
+            assert (await futures["first"])["stdout"].strip() == "pong"
+        await wait_until(lambda: len(ready) == 2, "the restart")
+        assert ready[0] != ready[1] and server["endpoint"] == ready[1]
+        second = tcp_client("second", "flaky")
+        more = await session.submit_tasks([second])
+        with anyio.fail_after(WAIT):
+            assert (await more["second"])["stdout"].strip() == "pong"
+        await wait_until(lambda: server["state"] == FAILED, "the second crash")
+    assert server["restarts"] == 1
+    assert "service died after it was ready: exit code 3" in str(server["exception"])
+    assert second["state"] == DONE
+
+
+async def test_lifetime_dependents_stops_the_service_process_after_its_last_dependent(
+    session: rhapsody.Session, tree_server: tuple[dict[str, Any], Path]
+) -> None:
+    task, pids = tree_server
+    task["service"] = {"tcp": True, "lifetime": "dependents"}
+    futures = await session.submit_tasks(
+        [task, tcp_client("c1", "tree"), tcp_client("c2", "tree")]
+    )
+    with anyio.fail_after(WAIT):
+        await asyncio.gather(futures["c1"], futures["c2"])
+    assert all(alive(p) for p in pids_in(pids))
+    await wait_until(lambda: task["state"] == DONE, "the service to stop")
+    # the session (and its cluster) still runs: the worker killed the whole tree
+    await wait_until(lambda: not any(alive(p) for p in pids_in(pids)), "the processes to go")
+
+
+async def test_cancelling_a_long_running_service_kills_its_process_tree(
+    tmp_path: Path, tree_server: tuple[dict[str, Any], Path]
+) -> None:
+    task, pids = tree_server
+    backend = DaskExecutionBackend(n_workers=2, threads_per_worker=1, work_dir=tmp_path)
+    async with rhapsody.Session([backend]) as session:
+        futures = await session.submit_tasks([task, tcp_client("c", "tree")])
+        with anyio.fail_after(WAIT):
+            await futures["c"]
+        await asyncio.sleep(2)  # it has been serving a while
+        assert task["state"] == EXECUTING and all(alive(p) for p in pids_in(pids))
+        with anyio.fail_after(WAIT):
+            await backend.cancel_task("tree")
+            await wait_until(lambda: task["state"] == CANCELED, "the cancel")
+            await wait_until(lambda: not any(alive(p) for p in pids_in(pids)), "the processes")
+
+
+async def test_session_close_stops_the_service_and_it_ends_done(
+    tmp_path: Path, tree_server: tuple[dict[str, Any], Path]
+) -> None:
+    task, pids = tree_server
+    backend = DaskExecutionBackend(n_workers=2, threads_per_worker=1, work_dir=tmp_path)
+    async with rhapsody.Session([backend]) as session:
+        futures = await session.submit_tasks([task])
+        with anyio.fail_after(WAIT):
+            await futures["tree"]
+        assert task["state"] == EXECUTING
+    assert task["state"] == DONE
+    assert not any(alive(p) for p in pids_in(pids))
+    # stopped by the backend (SIGTERM), not by the cluster's SIGKILL of leftover processes
+    assert Path(f"{pids}.term").exists()
+
+
+async def test_a_log_probe_is_rejected_naming_the_backend(session: rhapsody.Session) -> None:
+    task = {"uid": "l", "executable": "/bin/true", "service": {"log": "ready"}}
+    with pytest.raises(TaskValidationError, match="task 'l'") as caught:
+        await session.submit_tasks([task])
+    assert "the dask backend cannot watch a running task's output" in str(caught.value)
