@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import socket
 import time
 from pathlib import Path
 
@@ -40,26 +41,38 @@ def listening(root: Path) -> list[tuple[int, str, str, int]]:
 @pytest.mark.parametrize("name", installed_backends())
 async def test_listens_on_loopback_only(name: str, tmp_path: Path) -> None:
     running: set[str] = set()
-    async with started(name, tmp_path / "work") as backend:
-        backend.register_callback(
-            lambda task, state: running.add(task["uid"]) if state == EXECUTING else None
-        )
-        task = {"executable": "/bin/sleep", "arguments": ["5"], "timeout": 4}
-        # a function task too: a pilot runs those on raptor, which has endpoints of its own
-        function = {"uid": "expo.function", "function": time.sleep, "args": [3]}
-        futures = await backend.submit_tasks([dict(task) for _ in range(RUNNING)] + [function])
-        # sample while tasks run (noop finishes them at once: it is sampled all the same)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + WAIT
-        while "expo.function" not in running or len(running) < 2:
-            await asyncio.sleep(0.05)
-            assert loop.time() < deadline, f"tasks did not start: {sorted(running)}"
-        sockets = listening(tmp_path)
-        await backend.cancel_all_tasks()
-        await asyncio.gather(*futures, return_exceptions=True)
+    before = set(listening(tmp_path))
+    # A control: the sampling must see a socket this test listens on (else the check below
+    # would pass on backends that have none, whatever it samples).
+    control = socket.create_server(("127.0.0.1", 0))
+    port = control.getsockname()[1]
+    try:
+        async with started(name, tmp_path / "work") as backend:
+            backend.register_callback(
+                lambda task, state: running.add(task["uid"]) if state == EXECUTING else None
+            )
+            task = {"executable": "/bin/sleep", "arguments": ["5"], "timeout": 4}
+            # a function task too: a pilot runs those on raptor, which has endpoints of its own
+            function = {"uid": "expo.function", "function": time.sleep, "args": [3]}
+            futures = await backend.submit_tasks([dict(task) for _ in range(RUNNING)] + [function])
+            # sample while tasks run (noop finishes them at once: it is sampled all the same)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + WAIT
+            while "expo.function" not in running or len(running) < 2:
+                await asyncio.sleep(0.05)
+                assert loop.time() < deadline, f"tasks did not start: {sorted(running)}"
+            sockets = listening(tmp_path)
+            await backend.cancel_all_tasks()
+            await asyncio.gather(*futures, return_exceptions=True)
+    finally:
+        control.close()
+    assert any(s[3] == port for s in sockets), f"the sampling missed the control: {sockets}"
     exposed = [s for s in sockets if not ipaddress.ip_address(s[2]).is_loopback]
     assert not exposed, f"listening beyond loopback: {exposed}"
     names = {s[1] for s in sockets}
+    new = [s for s in sockets if s not in before and s[3] != port]
+    if name in ("concurrent", "noop"):  # they listen on nothing at all
+        assert not new, new
     if name == "dask":  # the check saw the cluster: scheduler, workers, dashboard
         assert len(sockets) >= 3, sockets
     if name == "radical_pilot":  # ... and the pilot's daemons, outside this process tree

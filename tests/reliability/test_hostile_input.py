@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from reliability_support import WAIT, installed_backends, started
 
-from rhapsody.errors import RhapsodyError, TaskExecutionError, TaskValidationError
+from rhapsody.errors import ResourceError, TaskExecutionError, TaskValidationError
 from rhapsody.states import DONE, FINAL_STATES
 from rhapsody.task import DESCRIPTION_FIELDS
 
@@ -125,8 +125,8 @@ def test_wrong_types_are_rejected_or_run(serving: Serving, field: str, value: An
     except TaskValidationError as exc:
         assert exc.uid == uid and uid in str(exc)
         assert exc.field is not None and exc.field in str(exc)
-    except RhapsodyError as exc:  # e.g. ResourceError: more cores than the node has
-        assert uid in str(exc)
+    except ResourceError as exc:  # a valid count, but more cores or GPUs than there are
+        assert field in ("cores", "gpus") and uid in str(exc), (field, str(exc))
     else:  # accepted (e.g. cores=1.0, a tiny timeout): it ran to an end
         assert task["state"] in FINAL_STATES
         assert isinstance(result, (dict, TaskExecutionError)), result
