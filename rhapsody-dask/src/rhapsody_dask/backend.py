@@ -126,6 +126,17 @@ class DaskExecutionBackend(BaseExecutionBackend):
         """The asynchronous `distributed.Client` (None until the backend is started)."""
         return self._client
 
+    async def sample_resources(self) -> list[dict[str, Any]]:
+        """One resource sample of every worker's node (for `rhapsody.telemetry`): CPU, memory,
+        disk, network and GPUs, measured in the worker since its previous sample."""
+        client = self._client
+        if client is None:
+            return []
+        from rhapsody.telemetry.resources import sample_this_node
+
+        answers: dict[str, list[dict[str, Any]]] = await client.run(sample_this_node)
+        return [{**row, "worker": worker} for worker, rows in answers.items() for row in rows]
+
     @property
     def capacity(self) -> tuple[int, int] | None:
         """The embedded cluster's cores (threads) and GPUs; None for other clusters, whose

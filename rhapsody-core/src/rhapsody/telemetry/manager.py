@@ -10,6 +10,7 @@ checkpoint is written, and OpenTelemetry data is made from the records in batche
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import heapq
 import inspect
@@ -41,6 +42,9 @@ Subscriber = Callable[[ev.BaseEvent], Any]
 RETRIED = "retried"  # the status of an attempt that failed and is retried
 EXPORT_INTERVAL = 1.0  # seconds between batches to exporters (spans, histogram points)
 _now = time.time
+_RESOURCE_FIELDS = {f.name for f in dataclasses.fields(ev.ResourceUpdate)} - {
+    f.name for f in dataclasses.fields(ev.BaseEvent)
+} | {"node_id"}
 _FINAL = {DONE: ("completed", at.COMPLETED), FAILED: ("failed", at.FAILED),
           CANCELED: ("canceled", at.CANCELED)}
 
@@ -525,20 +529,62 @@ class TelemetryManager:
         assert self._sampler is not None
         while True:
             await asyncio.sleep(self.resource_poll_interval)
+            # The backends' rows first: of a node sampled twice (a worker on the client's
+            # host), the row kept names the backend that runs tasks there.
+            rows: list[dict[str, Any]] = []
+            for backend in self._backends():
+                rows.extend(await self._remote_rows(backend))
+            rows.extend(self._sampler.sample())
             now = time.time()
-            for row in self._sampler.sample():
+            seen: set[tuple[str, int | None]] = set()
+            for row in rows:
+                key = (row["node_id"], row.get("gpu_id"))
+                if key in seen:  # two workers (or the client and a worker) on one node
+                    continue
+                seen.add(key)
                 row["time"] = now
                 self.samples.append(row)
-                key = (row["node_id"], row.get("gpu_id"))
                 self.resource_latest[key] = row
                 totals = self.resource_totals.setdefault(key, {})
                 for field in ("disk_read_bytes", "disk_write_bytes", "net_sent_bytes",
                               "net_recv_bytes"):
                     if row.get(field) is not None:
                         totals[field] = totals.get(field, 0.0) + row[field]
-                if self._subscribers or self._checkpoint is not None:
-                    fields = {k: v for k, v in row.items() if k != "time"}
-                    self._publish(ev.ResourceUpdate, None, None, now, **fields)
+                if self._eventful:
+                    fields = {k: v for k, v in row.items() if k in _RESOURCE_FIELDS}
+                    attributes = {"worker": row["worker"]} if "worker" in row else {}
+                    self._publish(
+                        ev.ResourceUpdate,
+                        None,
+                        row.get("backend"),
+                        now,
+                        attributes=attributes,
+                        **fields,
+                    )
+
+    def _backends(self) -> list[BaseExecutionBackend]:
+        from rhapsody.session import Session
+
+        found: list[BaseExecutionBackend] = []
+        for target in self._targets:
+            found.extend(target.backends.values() if isinstance(target, Session) else [target])
+        return found
+
+    async def _remote_rows(self, backend: BaseExecutionBackend) -> list[dict[str, Any]]:
+        """The rows of the nodes `backend` runs tasks on, if it reports them (see resources)."""
+        sample = getattr(backend, "sample_resources", None)
+        if sample is None or backend.state() != "RUNNING":
+            return []
+        try:
+            rows: list[dict[str, Any]] = await asyncio.wait_for(
+                sample(), self.resource_poll_interval
+            )
+        except Exception as exc:  # a worker lost, a slow cluster: this round has no rows
+            logger.warning("%s: resource sampling failed: %r", backend.name, exc)
+            return []
+        for row in rows:
+            row.setdefault("backend", backend.name)
+        return rows
 
     async def _flush_periodically(self) -> None:
         interval = self.checkpoint_interval if self._checkpoint is not None else EXPORT_INTERVAL

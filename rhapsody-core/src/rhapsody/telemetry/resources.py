@@ -1,5 +1,10 @@
 """Resource samples of the node this process runs on: CPU, memory, disk and network (psutil) and
-per-GPU utilisation and memory (NVML through `nvidia-ml-py`; no GPU or no NVML = no GPU rows)."""
+per-GPU utilisation and memory (NVML through `nvidia-ml-py`; no GPU or no NVML = no GPU rows).
+
+A backend whose tasks run on other nodes reports them by defining
+`async def sample_resources(self) -> list[dict]`: it runs `sample_this_node` where its tasks run
+(a dask worker: `client.run(sample_this_node)`) and returns the rows.
+"""
 
 from __future__ import annotations
 
@@ -72,6 +77,18 @@ class NodeSampler:
             with contextlib.suppress(Exception):  # already gone: nothing to release
                 self._nvml.nvmlShutdown()
             self._nvml = None
+
+
+_here: NodeSampler | None = None
+
+
+def sample_this_node() -> list[dict[str, Any]]:
+    """One sample of the node this process runs on (node row, then GPU rows), measured since
+    the previous call in this process: for backends to run where their tasks run."""
+    global _here
+    if _here is None:
+        _here = NodeSampler()
+    return _here.sample()
 
 
 def _disk_counters() -> tuple[int, int]:
