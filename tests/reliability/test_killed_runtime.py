@@ -1,6 +1,7 @@
 """A process killed with its backend running (SIGKILL, the OOM killer: nothing can be caught)
 leaves nothing behind: the backend's watchdog kills its tasks, grandchildren included, and a
-pilot's agent and daemons; an embedded dask cluster's workers die with it."""
+pilot's agent and daemons; an embedded dask cluster's workers die with it, and its scratch
+directory is removed."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ async def main(name, root):
         while len(running) < len(tasks):
             await asyncio.sleep(0.05)
         await asyncio.sleep(1)  # the shell forks its child
-        print("ready", flush=True)
+        embedded = getattr(backend, "_embedded", None)  # dask: its scratch directory
+        print("ready", embedded._scratch if embedded else "", flush=True)
         await asyncio.sleep(3600)
 
 asyncio.run(main(*sys.argv[1:]))
@@ -64,7 +66,9 @@ def test_a_killed_runtime_leaves_nothing_running(name: str, tmp_path: Path) -> N
 
     try:
         assert runtime.stdout is not None
-        assert runtime.stdout.readline() == "ready\n", "the backend did not start its tasks"
+        ready, _, scratch = runtime.stdout.readline().rstrip("\n").partition(" ")
+        assert ready == "ready", "the backend did not start its tasks"
+        assert (name == "dask") == bool(scratch) and (not scratch or Path(scratch).is_dir())
         look()
         commands = [" ".join(p.cmdline()) for p in procs.values() if alive(p)]
         assert sum("sleep 300" in c for c in commands) >= 3, commands
@@ -78,6 +82,9 @@ def test_a_killed_runtime_leaves_nothing_running(name: str, tmp_path: Path) -> N
             time.sleep(0.2)
         left = [f"{p.pid} {p.name()}" for p in procs.values() if alive(p)]
         assert left == [], left
+        while scratch and Path(scratch).exists() and time.monotonic() < deadline:
+            time.sleep(0.2)  # the watchdog removes it after killing the tasks
+        assert not scratch or not Path(scratch).exists(), f"{scratch} was not removed"
     finally:
         runtime.kill()
         runtime.wait()
