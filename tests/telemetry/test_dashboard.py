@@ -23,6 +23,7 @@ pytest.importorskip("opentelemetry.sdk", reason="needs rhapsody-core[telemetry]"
 
 from rhapsody.backends.execution import ConcurrentExecutionBackend
 from rhapsody.session import Session
+from rhapsody.telemetry import ServiceReady
 
 CHROMIUM = shutil.which("chromium")
 
@@ -211,6 +212,7 @@ READ_PAGE = """JSON.stringify({
   updates: document.getElementById('status')?.dataset.updates ?? '0',
   bars: document.querySelectorAll('#timeline rect').length,
   failed: [...document.querySelectorAll('#failures tbody tr')].map(r => r.cells[0].textContent),
+  services: [...document.querySelectorAll('#services tbody tr')].map(r => r.cells[1].textContent),
   navigations: performance.getEntriesByType('navigation').length,
   loadedAt: window.__loadedAt ?? (window.__loadedAt = performance.timeOrigin),
 })"""
@@ -223,6 +225,10 @@ def test_chromium_shows_the_counts_of_a_running_workflow_change(tmp_path: Path) 
         backend = ConcurrentExecutionBackend(cores=2)
         session = Session([backend])
         url = await session.start_dashboard(resource_poll_interval=0.2)
+        ready = ServiceReady(
+            session_id=session.uid, backend="local", task_id="svc", endpoint="http://127.0.0.1:8080/v1"
+        )
+        session.get_telemetry().emit(ready)
         browser = await asyncio.to_thread(Chromium, tmp_path / "profile")
         try:
             page = await asyncio.to_thread(browser.open, url)
@@ -263,6 +269,7 @@ def test_chromium_shows_the_counts_of_a_running_workflow_change(tmp_path: Path) 
     assert len({v for v in done_values if 0 < v < 10}) >= 2, done_values
     assert final["done"] == "10"
     assert final["failed"] == ["bad"]
+    assert final["services"] == ["http://127.0.0.1:8080/v1"]
     assert final["bars"] >= 11  # one bar per attempt in the timeline
     # All of it on one page load: updates streamed, never a reload.
     loaded = [s for s in [*seen, final] if s["done"] is not None]

@@ -187,8 +187,13 @@ class TelemetryManager:
         if self._sampler is not None:
             self._sampler.close()
         if self._dashboard is not None:
-            # Open streams send their last update (telemetry stopped) within one interval.
-            asyncio.get_event_loop().call_later(self._dashboard.interval * 2, self._dashboard.close)
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # closed outside the loop: nothing can be streamed any more
+                self._dashboard.close()
+            else:
+                # Open streams send their last update (telemetry stopped) within one interval.
+                loop.call_later(self._dashboard.interval * 2, self._dashboard.close)
         if self._checkpoint is not None:
             self._checkpoint.close()
             self._checkpoint = None
