@@ -1,6 +1,9 @@
 """`rhapsody run WORKFLOW`: run a workflow file with live progress and a summary, in a run
 directory; optionally on a platform of the catalog, recorded in a resumable journal, traced,
-and with a JSON Lines file of results."""
+and with a JSON Lines file of results.
+
+The tasks go through a `Session` holding the chosen backend: it runs AI tasks on an `inference`
+backend it creates, links dependencies between the two, and publishes services' endpoints."""
 
 from __future__ import annotations
 
@@ -23,11 +26,14 @@ from rich.table import Table
 from rhapsody import workflow as workflows
 from rhapsody.backends.base import BaseExecutionBackend
 from rhapsody.errors import BackendError, RhapsodyError, TaskValidationError
+from rhapsody.inference.request import is_ai_task
 from rhapsody.journal import Journal
 from rhapsody.platforms import get_platform
 from rhapsody.plugins import backend_class
 from rhapsody.results import ResultsFile
+from rhapsody.session import Session
 from rhapsody.states import CANCELED, DONE, EXECUTING, FAILED, FINAL_STATES
+from rhapsody.task import TaskDescription, dependency_uids
 from rhapsody.trace import TraceRecorder
 
 from . import telemetry_options
@@ -155,7 +161,8 @@ async def _run(
             results = ResultsFile(args.results)
         backend = _make_backend(name, flow.backend_options, args.platform)
         await backend
-        telemetry = await telemetry_options.start(args, backend, console)
+        session = Session([backend], journal=journal)
+        telemetry = await telemetry_options.start(args, session, console)
     except (RhapsodyError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         if journal is not None:
@@ -165,15 +172,16 @@ async def _run(
         return 2
     console.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
     states: dict[str, str] = {}
-    backend.register_callback(lambda task, state: states.__setitem__(task["uid"], state))
+    # Registered on the session: they follow the backends it creates too (inference).
+    session.register_callback(lambda task, state: states.__setitem__(task["uid"], state))
     recorder = None
     if args.trace:
-        recorder = TraceRecorder()
-        recorder.attach(backend)
-    if journal is not None:
-        backend.register_callback(journal.record)
+        trace = recorder = TraceRecorder()
+        session.register_callback(
+            lambda task, state: trace.record(task.get("backend") or name, task, state)
+        )
     if results is not None:
-        backend.register_callback(results.record)
+        session.register_callback(results.record)
     total = len(flow.tasks)
     started = time.perf_counter()
     interrupted = False
@@ -192,10 +200,12 @@ async def _run(
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
         try:
-            if journal is None:
-                futures = await backend.submit_tasks(flow.tasks)
-            else:
-                futures = await journal.submit(flow.tasks, backend.submit_tasks, backend.adopt_done)
+            if any(is_ai_task(task) for task in flow.tasks):
+                # Tasks for two backends: check them all before either starts any.
+                for task in flow.tasks:
+                    TaskDescription.from_dict(task, task.get("uid") or "?")
+            futures = await session.submit_tasks(flow.tasks)
+            if journal is not None:
                 states.update(dict.fromkeys(journal.skipped, DONE))
                 if results is not None:
                     results.resumed(t for t in flow.tasks if t["uid"] in journal.skipped)
@@ -205,6 +215,9 @@ async def _run(
                 highlight=False,
                 soft_wrap=True,
             )
+            return 2
+        except BackendError as exc:  # e.g. the inference backend without httpx
+            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             return 2
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -227,9 +240,7 @@ async def _run(
         interrupted = True  # Ctrl-C: asyncio.run cancels us; shut down cleanly below
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
-        await backend.shutdown()
-        if journal is not None:
-            journal.close()
+        await session.close()  # every backend (services stopped: they end DONE), the journal
         if telemetry is not None:
             telemetry.close()
         if results is not None:
@@ -246,6 +257,17 @@ async def _run(
     if interrupted:
         raise _Terminated if terminated else KeyboardInterrupt
     return code
+
+
+def _uses(task: dict[str, Any]) -> list[str]:
+    """The uids `task` depends on: its dependencies, and the services an AI task names."""
+    uses = dependency_uids(task)
+    service = task.get("service") if is_ai_task(task) else None
+    if isinstance(service, str):
+        uses.append(service)
+    elif isinstance(service, list):
+        uses += [s for s in service if isinstance(s, str)]
+    return uses
 
 
 def _counts(states: dict[str, str], total: int, started: float) -> str:
@@ -276,10 +298,10 @@ def _summary(
         + (" (interrupted: unfinished tasks were canceled)" if interrupted else "")
     )
     # The workflow's results: what its final tasks (those nothing depends on) printed, or for
-    # a function, what it returned.
-    needed = {dep for t in tasks for dep in t.get("dependencies") or ()}
+    # a function, what it returned, or for an AI task, its response.
+    needed = {dep for t in tasks for dep in _uses(t)}
     for task in tasks:
-        output = task.get("stdout") or task.get("return_value")
+        output = task.get("stdout") or task.get("return_value") or task.get("response")
         output = "" if output is None else str(output).strip()
         if task["uid"] not in needed and states.get(task["uid"]) == DONE and output:
             console.print(f"[bold]{task['uid']}[/bold]: {output[-STDERR_TAIL:]}", highlight=False)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from rhapsody.backends.base import BaseExecutionBackend
+    from rhapsody.session import Session
     from rhapsody.telemetry import TelemetryManager
 
 
@@ -39,9 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def start(
-    args: argparse.Namespace, backend: BaseExecutionBackend, console: Console
+    args: argparse.Namespace, session: Session, console: Console
 ) -> TelemetryManager | None:
-    """The telemetry the options ask for, following `backend` (None when none is asked)."""
+    """The telemetry the options ask for, following every backend of `session` (the run's, and
+    those it creates later); None when none is asked."""
     if not (args.dashboard or args.telemetry or args.otlp_endpoint) and (
         args.prometheus_port is None
     ):
@@ -49,16 +50,17 @@ async def start(
     from rhapsody.telemetry import TelemetryError, TelemetryManager
 
     manager = None
+    name = next(iter(session.backends))  # the run's backend
     try:
         manager = TelemetryManager(
-            f"run.{backend.name}",
+            f"run.{name}",
             checkpoint_path=args.telemetry,
             otlp_endpoint=args.otlp_endpoint,
             prometheus_port=args.prometheus_port,
-            default_backend=lambda: backend.name,
+            default_backend=lambda: name,
         )
         await manager.start()
-        manager.attach(backend)
+        manager.attach(session)
         if args.dashboard:
             url = await manager.start_dashboard(port=args.dashboard_port)
             console.print(f"dashboard: {url}", highlight=False, soft_wrap=True)
@@ -66,7 +68,7 @@ async def start(
         # The run reports this as a start-up error: nothing of it may stay behind.
         if manager is not None:
             manager.close()
-        await backend.shutdown()
+        await session.close()
         raise TelemetryError(f"telemetry: {exc}") from exc
     if manager.prometheus_address is not None:
         console.print(f"metrics: http://{manager.prometheus_address}/metrics", highlight=False)

