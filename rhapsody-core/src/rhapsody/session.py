@@ -15,8 +15,10 @@ from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rhapsody._loopback import LoopbackServer, Started
 from rhapsody.backends.base import BaseExecutionBackend, Callback, TaskFutures
 from rhapsody.errors import SessionError, TaskValidationError
+from rhapsody.gateway import ServiceGateway
 from rhapsody.inference.request import is_ai_task
 from rhapsody.journal import Journal
 from rhapsody.links import BackendLinks
@@ -70,6 +72,8 @@ class Session:
         self._closed = False
         self._registry: ServiceRegistry | None = None
         self._proxies: dict[str, ServiceProxy] = {}
+        self._gateway: ServiceGateway | None = None
+        self._unstarted: list[LoopbackServer] = []  # bound, waiting for an event loop
         self._env_before: str | None = None
         self._telemetry: TelemetryManager | None = None
         if journal is not None and not isinstance(journal, Journal):
@@ -107,6 +111,8 @@ class Session:
         for callback in self._callbacks:
             backend.register_callback(callback)
         backend.register_service_callback(self._on_service_ready)
+        if isinstance(getattr(backend, "directory", None), ServiceDirectory):
+            backend.directory = self._directory  # type: ignore[attr-defined]  # AI tasks' servers
         if len(self._backends) > 1:  # tasks may now depend on tasks of another backend
             for each in self._backends.values():
                 if each.name not in self._links.watching:
@@ -129,6 +135,9 @@ class Session:
         """Submit tasks, each to the backend its `backend` field names (default: the first).
         With a journal, tasks it holds as DONE resolve at once instead of running."""
         self._check_open()
+        starting = self._start_services()  # registry/proxies started before a loop ran
+        if starting is not None:
+            await starting
         tasks = list(tasks)
         if any(isinstance(t, dict) and ("service" in t or "is_service" in t) for t in tasks):
             await self.registry_start()  # services publish there; their processes inherit it
@@ -217,7 +226,7 @@ class Session:
         if ai:
             from rhapsody.inference.backend import InferenceBackend
 
-            self.add_backend(InferenceBackend(name="inference", directory=self._directory))
+            self.add_backend(InferenceBackend(name="inference"))
             return "inference"
         from rhapsody.plugins import backend_class
 
@@ -291,44 +300,80 @@ class Session:
         """The service registry, once `registry_start()` ran (None before)."""
         return self._registry
 
-    async def registry_start(self) -> str:
-        """Start the session's service registry (idempotent); returns its address.
+    def registry_start(self) -> Started:
+        """Start the session's service registry (idempotent); returns its address. Call it
+        plainly (from synchronous code too) or `await` it to wait until it answers.
 
-        It listens on 127.0.0.1 only and lives until `close()`. While it runs, this process's
-        `RHAPSODY_REGISTRY` names it, so every task started afterwards on this host can
+        It listens on 127.0.0.1 only and lives until `close()`. Its port is taken at once;
+        it answers on the running event loop, or (called outside one) from the session's
+        first `submit_tasks` / `async with`. From then on this process's `RHAPSODY_REGISTRY`
+        names it, so every task started afterwards on this host can
         `rhapsody.registry.publish(name, endpoint)` and `lookup(name, wait=...)`.
         """
         self._check_open()
         if self._registry is None:
             registry = ServiceRegistry()
-            address = await registry.start()
+            address = registry.bind()
             self._registry = registry
+            self._unstarted.append(registry)
             self._env_before = os.environ.get(ENV_VAR)
             os.environ[ENV_VAR] = address
-        assert self._registry.address is not None
-        return self._registry.address
+        return Started(self._registry.bind(), self._start_services())
 
-    async def proxy_start(
-        self, service: str, *, port: int = 0, resolve_timeout: float = 30.0
-    ) -> str:
-        """Open `127.0.0.1:port` (0: any free port) forwarding every connection to the endpoint
-        that `service` publishes in the registry (started if needed); returns `host:port`.
+    def proxy_start(
+        self, service: str | None = None, *, port: int = 0, resolve_timeout: float = 30.0
+    ) -> Started:
+        """Open `127.0.0.1:port` (0: any free port) and return `host:port`; plainly or awaited,
+        like `registry_start` (which it calls). Idempotent per service.
 
-        Each connection waits up to `resolve_timeout` seconds for the service to be published.
-        Calling it again for the same service returns the running proxy's address.
+        With `service`, every connection is forwarded (raw TCP) to the endpoint that service
+        publishes in the registry. Without, one HTTP gateway reaches every published service
+        by name (`http://host:port/<service>/<path>`) and admits only requests carrying
+        `session.token`. Each connection waits up to `resolve_timeout` seconds for the service
+        to be published.
         """
         self._check_open()
-        proxy = self._proxies.get(service)
-        if proxy is None:
-            await self.registry_start()
-            assert self._registry is not None
-            proxy = ServiceProxy(
-                self._registry, service, port=port, resolve_timeout=resolve_timeout
-            )
-            await proxy.start()
-            self._proxies[service] = proxy
-        assert proxy.address is not None
-        return proxy.address
+        self.registry_start()
+        assert self._registry is not None
+        server: ServiceProxy | ServiceGateway | None
+        if service is None:
+            server = self._gateway
+            if server is None:
+                server = self._gateway = ServiceGateway(
+                    self._registry, self._registry.token, port=port,
+                    resolve_timeout=resolve_timeout,
+                )
+                self._unstarted.append(server)
+        else:
+            server = self._proxies.get(service)
+            if server is None:
+                server = ServiceProxy(
+                    self._registry, service, port=port, resolve_timeout=resolve_timeout
+                )
+                self._proxies[service] = server
+                self._unstarted.append(server)
+        return Started(server.bind(), self._start_services())
+
+    def _start_services(self) -> asyncio.Future[Any] | None:
+        """Serve, on the running loop, what `registry_start` / `proxy_start` bound before."""
+        if not self._unstarted:
+            return None
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return None  # no loop yet: started by the session's first use on one
+        servers, self._unstarted = self._unstarted, []
+        return asyncio.ensure_future(asyncio.gather(*(s.start() for s in servers)))
+
+    @property
+    def token(self) -> str | None:
+        """The secret the registry and the gateway admit (None before `registry_start()`)."""
+        return self._registry.token if self._registry is not None else None
+
+    @property
+    def gateway(self) -> str | None:
+        """The address of the gateway `proxy_start()` opened (None before)."""
+        return self._gateway.address if self._gateway is not None else None
 
     @property
     def proxies(self) -> dict[str, str]:
@@ -380,7 +425,9 @@ class Session:
         """Shut every backend down, then the proxies and the registry. Call it plainly, or
         `await session.close()` to wait."""
         self._closed = True
-        services: list[ServiceProxy | ServiceRegistry] = [*self._proxies.values()]
+        services: list[LoopbackServer] = [*self._proxies.values()]
+        if self._gateway is not None:
+            services.append(self._gateway)
         if self._registry is not None:
             services.append(self._registry)
             # Tasks started from now on must not find a registry that is going away.
@@ -389,13 +436,19 @@ class Session:
                     del os.environ[ENV_VAR]
                 else:
                     os.environ[ENV_VAR] = self._env_before
-        self._proxies = {}
+        for server in self._unstarted:  # never served: closed here, no loop needed
+            server.release()
+        services = [s for s in services if s not in self._unstarted]
+        self._proxies, self._gateway, self._unstarted = {}, None, []
         self._registry = None
         journal, self._journal = self._journal, None
         telemetry, self._telemetry = self._telemetry, None
         return _Closing(list(self._backends.values()), services, journal, telemetry)
 
     async def __aenter__(self) -> Session:
+        starting = self._start_services()
+        if starting is not None:
+            await starting
         for backend in self._backends.values():
             await backend
         return self
@@ -413,7 +466,7 @@ class _Closing:
     def __init__(
         self,
         backends: list[BaseExecutionBackend],
-        services: Sequence[ServiceProxy | ServiceRegistry] = (),
+        services: Sequence[LoopbackServer] = (),
         journal: Journal | None = None,
         telemetry: TelemetryManager | None = None,
     ) -> None:
@@ -443,7 +496,7 @@ class _Closing:
 
 async def _shutdown_all(
     backends: list[BaseExecutionBackend],
-    services: Sequence[ServiceProxy | ServiceRegistry],
+    services: Sequence[LoopbackServer],
     journal: Journal | None = None,
     telemetry: TelemetryManager | None = None,
 ) -> None:
