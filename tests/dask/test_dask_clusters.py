@@ -131,6 +131,49 @@ async def test_cluster_object_and_gpu_routing() -> None:
         assert cluster.status == Status.running  # its owner closes it
 
 
+async def test_workers_that_join_after_the_start_decide_the_placement() -> None:
+    # A batch-queued cluster: no worker when the backend starts, a 2-core one later. Whether
+    # tasks are restricted by cores is decided when each is sent, from the workers then.
+    async with Scheduler(port=0, **LOOPBACK) as scheduler:
+        backend = await DaskExecutionBackend(address=scheduler.address)
+        waiting = {"function": worker_name, "cores": 2}
+        [future] = await backend.submit_tasks([waiting])
+        await asyncio.sleep(0.3)
+        assert not future.done()  # no worker yet: it waits, neither run nor failed
+        options = {"nthreads": 2, "host": "127.0.0.1", "resources": {"cores": 2}}
+        async with Worker(scheduler.address, name="two", **options):
+            with anyio.fail_after(WAIT):
+                await future
+            assert waiting["return_value"] == "two"
+            too_big = {"uid": "big", "executable": "/bin/true", "cores": 3}
+            [error] = await run(backend, too_big)
+            assert isinstance(error, TaskExecutionError)
+            assert "no worker of the dask cluster can run it: it asks for 3 core(s)" in str(error)
+            assert "the largest of the 1 worker(s) connected has 2 core(s)" in str(error)
+            with anyio.fail_after(WAIT):
+                await backend.shutdown()
+
+
+async def test_a_multi_core_task_never_oversubscribes_workers_without_cores() -> None:
+    # Plain workers (no `cores` resource), one thread each: a 2-core task gets a clear failure
+    # instead of running on one thread; 1-core tasks run.
+    async with (
+        Scheduler(port=0, **LOOPBACK) as scheduler,
+        Worker(scheduler.address, nthreads=1, host="127.0.0.1"),
+    ):
+        backend = await DaskExecutionBackend(address=scheduler.address)
+        small = {"function": operator.add, "args": [1, 2]}
+        large = {"function": operator.add, "args": [1, 2], "cores": 2}
+        done, error = await run(backend, small, large)
+        assert done["return_value"] == 3
+        assert isinstance(error, TaskExecutionError)
+        assert "has 1 core(s) and 0 GPU(s) (threads, as the workers declare no 'cores'" in str(
+            error
+        )
+        with anyio.fail_after(WAIT):
+            await backend.shutdown()
+
+
 async def test_worker_killed_mid_task(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """A killed worker's task is retried by dask; killed again, it fails with a clear reason.
     The backend keeps serving, and its shutdown leaves no process and prints nothing."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import pickle
 import uuid
@@ -36,6 +37,10 @@ logger = logging.getLogger("rhapsody.dask")
 
 # Bound on each step of shutdown that talks to the cluster, so a dead scheduler cannot hang it.
 _STOP_STEP_TIMEOUT = 10.0
+# address=/cluster=: how old the workers' info may be when a task is placed, and how often to
+# look again while none is connected.
+_WORKER_INFO_AGE = 1.0
+_WORKER_POLL = 0.5
 
 
 class DaskExecutionBackend(BaseExecutionBackend):
@@ -55,8 +60,8 @@ class DaskExecutionBackend(BaseExecutionBackend):
         multi-core tasks never oversubscribe a worker. Default: for the embedded cluster, when
         its workers have more than one thread (with one thread per worker a thread is a core,
         and unrestricted tasks keep dask's scheduler-side queuing, which balances better);
-        elsewhere, when every worker connected at start declares ``cores``. A task's ``gpus``
-        always become a ``gpus`` restriction.
+        elsewhere, when every worker connected when the task is sent declares ``cores``. A
+        task's ``gpus`` always become a ``gpus`` restriction.
     :param max_output: bytes of stdout/stderr returned per task; beyond it the whole stream is
         written to ``work_dir`` (``stdout_file``/``stderr_file``) and the dict keeps the tail.
     :param kill_grace: seconds between SIGTERM and SIGKILL when a running executable is stopped.
@@ -120,6 +125,10 @@ class DaskExecutionBackend(BaseExecutionBackend):
         self._to_kill: list[str] = []
         self._abort_scheduled = False
         self._aborts: set[asyncio.Future[Any]] = set()
+        # address=/cluster=: the connected workers, as last asked (see `_workers_now`)
+        self._workers: list[dict[str, Any]] = []
+        self._workers_asked = -math.inf
+        self._workers_asking: asyncio.Future[list[dict[str, Any]]] | None = None
 
     @property
     def client(self) -> Client | None:
@@ -161,12 +170,8 @@ class DaskExecutionBackend(BaseExecutionBackend):
             client = await Client(  # type: ignore[no-untyped-call]
                 target, **{"asynchronous": True, "set_as_default": False, **self._client_kwargs}
             )
-            if self._restrict_cores is None:
-                self._restrict_cores = (
-                    self._shape.threads_per_worker > 1
-                    if self._shape is not None
-                    else await _workers_declare_cores(client)
-                )
+            if self._restrict_cores is None and self._shape is not None:
+                self._restrict_cores = self._shape.threads_per_worker > 1
         except BaseException:
             if self._embedded is not None:
                 await self._embedded.close()
@@ -252,8 +257,15 @@ class DaskExecutionBackend(BaseExecutionBackend):
             self._max_output,
             self._embedded.children_dir if self._embedded is not None else None,
         )
+        if self._shape is None:
+            placed = await self._place(task)
+            if isinstance(placed, str):
+                return Outcome.failure(placed)
+            resources = placed
+        else:
+            resources = self._restrictions(task, bool(self._restrict_cores))
         try:
-            future = client.submit(_runner.run, job, key=key, resources=self._restrictions(task))
+            future = client.submit(_runner.run, job, key=key, resources=resources)
         except Exception as exc:  # e.g. a function cloudpickle cannot serialize
             return Outcome.failure(
                 f"the task could not be sent to dask: {type(exc).__name__}: {exc}", exception=exc
@@ -299,13 +311,62 @@ class DaskExecutionBackend(BaseExecutionBackend):
             f"dask failed to run the task: {type(exc).__name__}: {exc}", exception=exc
         )
 
-    def _restrictions(self, task: TaskDescription) -> dict[str, float] | None:
+    def _restrictions(self, task: TaskDescription, restrict_cores: bool) -> dict[str, float] | None:
         wanted: dict[str, float] = {}
-        if self._restrict_cores:
+        if restrict_cores:
             wanted[CORES] = task.cores
         if task.gpus:
             wanted[GPUS] = task.gpus
         return wanted or None
+
+    async def _place(self, task: TaskDescription) -> dict[str, float] | str | None:
+        """The restrictions of `task` on the workers of an address=/cluster= cluster, decided
+        when it is sent (workers come and go: a batch-queued job starts, an adaptive cluster
+        scales); or why no connected worker can ever run it. Waits while no worker is there."""
+        workers = await self._workers_now(fresh=False)
+        while not workers:
+            await asyncio.sleep(_WORKER_POLL)
+            workers = await self._workers_now(fresh=True)
+        restrict = self._restrict_cores
+        if restrict is None:
+            restrict = all(CORES in (w.get("resources") or {}) for w in workers)
+        if _fits(task, restrict, workers):
+            return self._restrictions(task, restrict)
+        workers = await self._workers_now(fresh=True)  # a bigger worker may have joined
+        if workers and _fits(task, restrict, workers):
+            return self._restrictions(task, restrict)
+        largest = max(workers or [{}], key=lambda w: _cores_of(w, restrict))
+        return (
+            f"no worker of the dask cluster can run it: it asks for {task.cores} core(s) and "
+            f"{task.gpus} GPU(s), the largest of the {len(workers)} worker(s) connected has "
+            f"{_cores_of(largest, restrict)} core(s) and "
+            f"{int((largest.get('resources') or {}).get(GPUS, 0))} GPU(s)"
+            + ("" if restrict else " (threads, as the workers declare no 'cores' resource)")
+        )
+
+    async def _workers_now(self, fresh: bool) -> list[dict[str, Any]]:
+        """The connected workers' info (resources, nthreads): asked at most every
+        `_WORKER_INFO_AGE` seconds unless `fresh`, one request shared by concurrent callers.
+        (The client's own cached scheduler info lists no workers.)"""
+        loop = asyncio.get_running_loop()
+        if not fresh and self._workers and loop.time() - self._workers_asked < _WORKER_INFO_AGE:
+            return self._workers
+        if self._workers_asking is None:
+            self._workers_asking = asyncio.ensure_future(self._ask_workers())
+        asking = self._workers_asking
+        try:
+            return await asyncio.shield(asking)
+        finally:
+            if self._workers_asking is asking and asking.done():
+                self._workers_asking = None
+
+    async def _ask_workers(self) -> list[dict[str, Any]]:
+        client = self._client
+        assert client is not None and client.scheduler is not None
+        identity = await client.scheduler.identity(n_workers=-1)
+        self._workers = list(identity.get("workers", {}).values())
+        self._workers_asked = asyncio.get_running_loop().time()
+        return self._workers
 
     def _on_event(self, event: tuple[float, list[Any]]) -> None:
         # Runs on the caller's loop (the client's). Late events of settled attempts are ignored.
@@ -358,8 +419,17 @@ class DaskExecutionBackend(BaseExecutionBackend):
             logger.warning("%s: shutdown step failed: %s: %s", self.name, type(exc).__name__, exc)
 
 
-async def _workers_declare_cores(client: Client) -> bool:
-    assert client.scheduler is not None  # set once the client is started
-    identity = await client.scheduler.identity()
-    workers = identity.get("workers", {}).values()
-    return bool(workers) and all(CORES in (w.get("resources") or {}) for w in workers)
+def _cores_of(worker: dict[str, Any], restricted: bool) -> int:
+    """The cores a worker offers a task: its declared `cores` where tasks are restricted by
+    them, else its threads."""
+    if restricted:
+        return int((worker.get("resources") or {}).get(CORES, 0))
+    return int(worker.get("nthreads") or 0)
+
+
+def _fits(task: TaskDescription, restricted: bool, workers: list[dict[str, Any]]) -> bool:
+    return any(
+        _cores_of(w, restricted) >= task.cores
+        and (w.get("resources") or {}).get(GPUS, 0) >= task.gpus
+        for w in workers
+    )
