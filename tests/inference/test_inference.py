@@ -161,9 +161,29 @@ async def test_cancelling_an_ai_task_aborts_its_request_and_the_server_serves_on
         assert await session.backends["inference"].cancel_task("long") is True
         await asyncio.wait([futures["long"]], timeout=30)
         assert futures["long"].cancelled() and long["state"] == CANCELED
-        more = await session.submit_tasks([ask("next")])
-        await asyncio.wait_for(more["next"], 120)
-    assert "Paris" in more["next"].result()["response"]
+        # a task's `timeout` bounds its requests the same way
+        slow = ask("slow", "Write a very long story about a dragon.", max_tokens=2000,
+                   temperature=0.8, timeout=0.5)
+        more = await session.submit_tasks([slow, ask("next", dependencies=["slow"])])
+        errors = await asyncio.wait_for(asyncio.gather(*more, return_exceptions=True), 120)
+        assert "timed out after 0.5 s" in str(errors[0]) and slow["state"] == FAILED
+        served = await session.submit_tasks([ask("served")])
+        await asyncio.wait_for(served["served"], 120)
+    assert "Paris" in served["served"].result()["response"]
+
+
+@requires_model
+async def test_embeddings_of_each_prompt() -> None:
+    async with rhapsody.Session() as session:
+        server = llm(arguments=["--embedding", "true"])
+        embed = {"uid": "embed", "api": "embeddings", "prompt": ["cat", "dog"], "service": "llm"}
+        futures = await session.submit_tasks([server, embed])
+        await asyncio.wait_for(futures["embed"], 120)
+    vectors = embed["response"]  # one per prompt, as the server gives it (this model has no
+    assert len(vectors) == 2  # pooling: llama.cpp returns one vector per token)
+    rows = [v if isinstance(v[0], list) else [v] for v in vectors]
+    assert all(len(row) > 100 and isinstance(row[0], float) for r in rows for row in r)
+    assert rows[0] != rows[1]
 
 
 @requires_model
