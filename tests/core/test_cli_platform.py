@@ -72,3 +72,30 @@ def test_unknown_platform_is_named(flow: Path, capsys: pytest.CaptureFixture[str
     assert code == 2
     assert "platform 'nope' is not available" in capsys.readouterr().out
     assert Placed.given == []
+
+
+YAML_FLOW = """\
+workflow:
+  backend: placed
+  backend_options:
+    platform: from-the-file
+tasks:
+  - uid: t
+    executable: /bin/true
+"""
+
+
+def test_yaml_backend_options_reach_the_backend(flow: Path) -> None:
+    pytest.importorskip("yaml", reason="YAML workflows need PyYAML (dask depends on it)")
+    path = flow.with_name("flow.yaml")
+    path.write_text(YAML_FLOW)
+    assert main(["run", str(path), "--no-progress"]) == 0
+    assert Placed.given == ["from-the-file"]
+
+
+def test_platform_overrides_the_files_backend_options(flow: Path) -> None:
+    pytest.importorskip("yaml", reason="YAML workflows need PyYAML (dask depends on it)")
+    path = flow.with_name("flow.yaml")
+    path.write_text(YAML_FLOW)
+    assert main(["run", str(path), "--no-progress", "--platform", "testbox"]) == 0
+    assert Placed.given == [TESTBOX]
