@@ -271,3 +271,21 @@ async def test_asyncflow_service_workflow_runs_unmodified() -> None:
     finally:
         await flow.shutdown()
     assert sys.modules.get("radical.asyncflow") is asyncflow
+
+
+async def test_telemetry_reports_each_service_ready_with_its_endpoint() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from rhapsody.telemetry import ServiceReady
+
+    server = tcp_server()
+    seen: list[ServiceReady] = []
+    async with rhapsody.Session() as session:
+        telemetry = await session.start_telemetry()
+        telemetry.subscribe(lambda event: seen.append(event) if isinstance(event, ServiceReady)
+                            else None)
+        futures = await session.submit_tasks([server])
+        await asyncio.wait_for(futures["tcp"], 60)
+        assert telemetry.services[0]["endpoint"] == server["endpoint"]
+    assert [(e.task_id, e.endpoint, e.backend) for e in seen] == [
+        ("tcp", server["endpoint"], "concurrent")
+    ]

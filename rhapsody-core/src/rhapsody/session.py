@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rhapsody._loopback import LoopbackServer, Started
-from rhapsody.backends.base import BaseExecutionBackend, Callback, TaskFutures
+from rhapsody.backends.base import BaseExecutionBackend, Callback, ServiceCallback, TaskFutures
 from rhapsody.errors import SessionError, TaskValidationError
 from rhapsody.gateway import ServiceGateway
 from rhapsody.inference.request import is_ai_task
@@ -65,6 +65,7 @@ class Session:
         self._tasks: dict[str, dict[str, Any]] = {}
         self._backends: dict[str, BaseExecutionBackend] = {}
         self._callbacks: list[Callback] = []
+        self._service_callbacks: list[ServiceCallback] = []
         self._links = BackendLinks()  # dependencies across backends
         self._directory = ServiceDirectory()  # ready services, for AI tasks
         self._publishing: set[asyncio.Task[None]] = set()
@@ -111,6 +112,8 @@ class Session:
         for callback in self._callbacks:
             backend.register_callback(callback)
         backend.register_service_callback(self._on_service_ready)
+        for service_callback in self._service_callbacks:
+            backend.register_service_callback(service_callback)
         if isinstance(getattr(backend, "directory", None), ServiceDirectory):
             backend.directory = self._directory  # type: ignore[attr-defined]  # AI tasks' servers
         if len(self._backends) > 1:  # tasks may now depend on tasks of another backend
@@ -124,6 +127,12 @@ class Session:
         self._callbacks.append(func)
         for backend in self._backends.values():
             backend.register_callback(func)
+
+    def register_service_callback(self, func: ServiceCallback) -> None:
+        """`func(task, endpoint)` each time a service task of this session becomes ready."""
+        self._service_callbacks.append(func)
+        for backend in self._backends.values():
+            backend.register_service_callback(func)
 
     @property
     def journal(self) -> Journal | None:

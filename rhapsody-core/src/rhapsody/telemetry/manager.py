@@ -167,6 +167,17 @@ class TelemetryManager:
         and future ones)."""
         self._targets.append(target)
         target.register_callback(self._on_state)
+        target.register_service_callback(self._on_service_ready)
+
+    def _on_service_ready(self, task: dict[str, Any], endpoint: str | None) -> None:
+        self.emit(
+            ev.ServiceReady(
+                session_id=self._session_id,
+                backend=task.get("backend"),
+                task_id=task.get("uid"),
+                endpoint=endpoint or "",
+            )
+        )
 
     def close(self) -> None:
         """Stop sampling, end the session span, flush every exporter and the checkpoint."""
@@ -408,7 +419,8 @@ class TelemetryManager:
             (
                 uid,
                 record.backend,
-                self.node_id,
+                # Where it ran: the client's host, unless the backend wrote the task's node.
+                (task.get("node") if task else None) or self.node_id,
                 record.lane,
                 record.attempt,
                 started,
