@@ -1,5 +1,6 @@
 """`rhapsody run` stopped by Ctrl-C (SIGINT) or by a batch system (SIGTERM): running tasks are
-canceled, no task process outlives the run, the summary says so, and the exit code tells which."""
+canceled, no task process outlives the run, the summary and the journal say so, and the exit
+code tells which."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from rhapsody.journal import Journal
 
 WORKFLOW = """
 [[tasks]]
@@ -43,8 +46,10 @@ def test_signal_cancels_cleanly(tmp_path: Path, sig: signal.Signals, code: int) 
     pidfile = tmp_path / "sleeper.pid"
     flow = tmp_path / "flow.toml"
     flow.write_text(WORKFLOW.format(pidfile=pidfile))
+    journal = tmp_path / "run.db"
+    command = [sys.executable, "-m", "rhapsody", "run", str(flow), "--no-progress"]
     run = subprocess.Popen(
-        [sys.executable, "-m", "rhapsody", "run", str(flow), "--no-progress"],
+        [*command, "--journal", str(journal)],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -66,6 +71,8 @@ def test_signal_cancels_cleanly(tmp_path: Path, sig: signal.Signals, code: int) 
     assert run.returncode == code, output
     assert "interrupted: unfinished tasks were canceled" in output
     assert "2 canceled" in output and "1 done" in output  # sleeper and its dependent
+    with Journal(journal) as recorded:
+        assert recorded.states() == {"quick": "DONE", "sleeper": "CANCELED", "after": "CANCELED"}
     deadline = time.monotonic() + 5
     while not gone(sleeper) and time.monotonic() < deadline:  # a SIGKILL lands asynchronously
         time.sleep(0.02)
