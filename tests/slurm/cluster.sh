@@ -110,7 +110,14 @@ PartitionName=debug Nodes=n[1-${#NODES[@]}] Default=YES MaxTime=INFINITE State=U
 EOF
 }
 
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# Alive and not a zombie (a container's init may never reap a daemon that died).
+pid_alive() {
+    local pid state
+    [ -s "$1" ] || return 1
+    pid=$(cat "$1")
+    state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
 
 nodes_idle() {
     local states
