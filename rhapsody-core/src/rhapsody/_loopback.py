@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
+
+HOST = "127.0.0.1"
 
 
 async def close_server(server: asyncio.AbstractServer, connections: set[asyncio.Task[Any]]) -> None:
@@ -14,3 +18,81 @@ async def close_server(server: asyncio.AbstractServer, connections: set[asyncio.
     if connections:
         await asyncio.wait(connections, timeout=5.0)
     await server.wait_closed()
+
+
+class LoopbackServer:
+    """A server on 127.0.0.1 whose port is taken at once (`bind`, no event loop needed) and
+    which serves once `start`ed on a loop; connections made meanwhile wait in the backlog."""
+
+    _limit = 64 * 1024
+
+    def __init__(self, port: int = 0) -> None:
+        self._port = port
+        self._server: asyncio.AbstractServer | None = None
+        self._socket: socket.socket | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    async def start(self) -> str:
+        """Serve on the running loop; returns the address."""
+        raise NotImplementedError
+
+    def _bind_port(self) -> int:
+        if self._socket is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((HOST, self._port))
+                sock.listen(128)
+                sock.setblocking(False)
+            except BaseException:
+                sock.close()
+                raise
+            self._socket = sock
+        port: int = self._socket.getsockname()[1]
+        return port
+
+    async def _serve_on_loop(self, handler: Callable[..., Awaitable[None]]) -> None:
+        if self._closed:  # released before its start ran
+            return
+        self._bind_port()
+        if self._server is None:
+            self._server = await asyncio.start_server(handler, sock=self._socket, limit=self._limit)
+
+    def release(self) -> None:
+        """Give back the port of a server that never started (no loop needed)."""
+        self._closed = True
+        if self._server is None and self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    async def stop(self) -> None:
+        """Close the port and cut every open connection."""
+        server, self._server = self._server, None
+        self._closed = True
+        if server is None:
+            self.release()
+            return
+        self._socket = None
+        await close_server(server, self._connections)
+
+
+class Started(str):
+    """The address a `start` call returns: a plain string for synchronous callers, and
+    awaitable (`await session.registry_start()`) to wait until the server accepts."""
+
+    _pending: asyncio.Future[Any] | None = None
+
+    def __new__(cls, address: str, pending: asyncio.Future[Any] | None = None) -> Started:
+        started = super().__new__(cls, address)
+        started._pending = pending
+        return started
+
+    def __await__(self) -> Generator[Any, None, str]:
+        if self._pending is not None:
+            yield from self._pending.__await__()
+        return str(self)

@@ -7,8 +7,11 @@ the session's registry (waiting, bounded, for it to be published), connects ther
 bytes both ways. Looking up per connection means a restarted service that publishes a new
 endpoint is picked up by the next connection.
 
-It forwards raw TCP (HTTP, gRPC, ZMQ, anything) and adds no authentication: like the service
-itself, it is reachable by every user of this host who can reach the loopback interface.
+It forwards raw TCP (HTTP, gRPC, ZMQ, anything) and adds no authentication: a token would
+need a handshake the service's own clients (redis-cli, a gRPC stub) cannot make. Like the
+service itself (which listens where it runs), it is reachable by every user of this host who
+can reach the loopback interface; protect the service with its own credentials, or reach HTTP
+services through the token-checking gateway (`rhapsody.gateway`, `Session.proxy_start()`).
 """
 
 from __future__ import annotations
@@ -18,15 +21,15 @@ import contextlib
 import logging
 from urllib.parse import urlsplit
 
-from rhapsody._loopback import close_server
-from rhapsody.registry import HOST, RegistryError, ServiceRegistry
+from rhapsody._loopback import HOST, LoopbackServer
+from rhapsody.registry import RegistryError, ServiceRegistry
 
 logger = logging.getLogger("rhapsody")
 
 _CHUNK = 64 * 1024
 
 
-class ServiceProxy:
+class ServiceProxy(LoopbackServer):
     """Forwards `127.0.0.1:port` to the endpoint published as `service`."""
 
     def __init__(
@@ -38,30 +41,26 @@ class ServiceProxy:
         resolve_timeout: float = 30.0,
         connect_timeout: float = 10.0,
     ) -> None:
+        super().__init__(port)
         self.service = service
         self._registry = registry
-        self._port = port
         self._resolve_timeout = resolve_timeout
         self._connect_timeout = connect_timeout
-        self._server: asyncio.AbstractServer | None = None
-        self._connections: set[asyncio.Task[None]] = set()
         self.address: str | None = None
 
-    async def start(self) -> str:
-        """Listen; returns `127.0.0.1:port`."""
-        if self._server is None:
-            self._server = await asyncio.start_server(self._forward, HOST, self._port)
-            port = self._server.sockets[0].getsockname()[1]
-            self.address = f"{HOST}:{port}"
-        assert self.address is not None
+    def bind(self) -> str:
+        """Take the port now, without an event loop; returns `127.0.0.1:port`. Connections
+        are forwarded once `start()` ran."""
+        if self.address is None:
+            self.address = f"{HOST}:{self._bind_port()}"
         return self.address
 
-    async def stop(self) -> None:
-        """Close the port and cut every forwarded connection."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        await close_server(server, self._connections)
+    async def start(self) -> str:
+        """Listen and forward; returns `127.0.0.1:port`. (`stop()` closes the port and cuts
+        every forwarded connection.)"""
+        address = self.bind()
+        await self._serve_on_loop(self._forward)
+        return address
 
     async def _forward(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter

@@ -34,11 +34,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rhapsody._loopback import close_server
+from rhapsody._loopback import HOST, LoopbackServer
 from rhapsody.errors import RhapsodyError
 
 ENV_VAR = "RHAPSODY_REGISTRY"
-HOST = "127.0.0.1"
 # One request line at most: names and endpoints are short strings.
 MAX_LINE = 64 * 1024
 # How long a single lookup may ask the server to wait.
@@ -53,37 +52,39 @@ class ServiceNotFoundError(RegistryError, LookupError):
     """No service of that name was published (within the time waited)."""
 
 
-class ServiceRegistry:
+class ServiceRegistry(LoopbackServer):
     """The server. Create it, `await start()`, and `await stop()` when done (a Session does)."""
 
+    _limit = MAX_LINE
+
     def __init__(self) -> None:
+        super().__init__()
         self._entries: dict[str, str] = {}
         self._token = secrets.token_urlsafe(16)
-        self._server: asyncio.AbstractServer | None = None
         self._changed: asyncio.Condition | None = None
-        self._connections: set[asyncio.Task[None]] = set()
         self.address: str | None = None
 
     @property
-    def running(self) -> bool:
-        return self._server is not None
+    def token(self) -> str:
+        """The secret every request must carry."""
+        return self._token
 
-    async def start(self) -> str:
-        """Listen on a free loopback port; returns the address tasks use (`host:port/token`)."""
-        if self._server is None:
-            self._changed = asyncio.Condition()
-            self._server = await asyncio.start_server(self._serve, HOST, 0, limit=MAX_LINE)
-            port = self._server.sockets[0].getsockname()[1]
-            self.address = f"{HOST}:{port}/{self._token}"
-        assert self.address is not None
+    def bind(self) -> str:
+        """Take a free loopback port now, without an event loop; returns the address tasks use
+        (`host:port/token`). Requests are answered once `start()` ran."""
+        if self.address is None:
+            self.address = f"{HOST}:{self._bind_port()}/{self._token}"
         return self.address
 
-    async def stop(self) -> None:
-        """Close the port and every open connection (pending lookups end with an error)."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        await close_server(server, self._connections)
+    async def start(self) -> str:
+        """Listen (on the port `bind` took, or a free one) and answer; returns the address.
+        `stop()` closes the port and every open connection (pending lookups end with an
+        error)."""
+        address = self.bind()
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        await self._serve_on_loop(self._serve)
+        return address
 
     # -- in-process use (the session's own code, the proxy) ---------------------------------
     @property
