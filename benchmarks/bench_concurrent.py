@@ -5,7 +5,10 @@ Compares, in one run on this machine:
      original RHAPSODY (rhapsody-py, in its own venv);
   2. N trivial function tasks: ours vs rhapsody-py vs a bare ThreadPoolExecutor;
   3. a random DAG (average 2 dependencies per task) through `noop`: per-task overhead and peak
-     traced memory per task, vs rhapsody-py's noop without dependencies.
+     traced memory per task, vs rhapsody-py's noop without dependencies;
+  4. the variants docs/performance.md quotes: functions with 16 slots, functions through
+     `run_in_executor` (a user's `executor=`) instead of the backend's own threads, and the
+     noop DAG with the garbage collector off (the engine's own cost).
 
     python benchmarks/bench_concurrent.py            # full sizes (1,000 / 10,000 / 100,000)
     python benchmarks/bench_concurrent.py --quick    # a tenth of each
@@ -112,11 +115,13 @@ def random_dag(n: int, seed: int = 7) -> list[dict[str, Any]]:
     return tasks
 
 
-async def noop_dag(n: int, traced: bool = False, batches: int = 10) -> list[float]:
+async def noop_dag(
+    n: int, traced: bool = False, batches: int = 10, collect: bool = True
+) -> list[float]:
     """n tasks submitted in batches (dependencies across batches) through noop: [seconds until
     every task is final (gathered), of which seconds after the last `submit_tasks` returned
     (noop finishes tasks on the loop's next turns)], or with `traced` [peak traced
-    bytes/task]."""
+    bytes/task]. Without `collect`, the garbage collector is off while it runs."""
     tasks = random_dag(n)
     backend = await NoopExecutionBackend()
     step = len(tasks) // batches
@@ -124,6 +129,9 @@ async def noop_dag(n: int, traced: bool = False, batches: int = 10) -> list[floa
         gc.collect()
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
+    if not collect:
+        gc.collect()
+        gc.disable()
     start = time.perf_counter()
     futures: list[asyncio.Future[Any]] = []
     for b in range(batches):
@@ -131,6 +139,7 @@ async def noop_dag(n: int, traced: bool = False, batches: int = 10) -> list[floa
     submitted = time.perf_counter()
     await asyncio.gather(*futures)
     gathered = time.perf_counter()
+    gc.enable()
     await backend.shutdown()
     if traced:
         peak = tracemalloc.get_traced_memory()[1] - base
@@ -149,6 +158,14 @@ def measure(kind: str, n: int, cores: int) -> list[float]:
         return [asyncio.run(ours([{"function": trivial, "args": [i]} for i in range(n)]))]
     if kind == "threads-function":
         return [bare_threads(n, cores + 4)]
+    if kind == "ours-function-16":
+        return [asyncio.run(ours([{"function": trivial, "args": [i]} for i in range(n)], cores=16))]
+    if kind == "executor-function":  # run_in_executor on a pool like asyncio's default one
+        pool = ThreadPoolExecutor(max_workers=cores + 4)
+        tasks = [{"function": trivial, "args": [i]} for i in range(n)]
+        return [asyncio.run(ours(tasks, executor=pool))]
+    if kind == "ours-noop-nogc":
+        return asyncio.run(noop_dag(n, collect=False))
     if kind == "ours-noop":
         return asyncio.run(noop_dag(n))
     if kind == "ours-noop-memory":
@@ -280,6 +297,32 @@ def main() -> None:
             "-",
         )
     console.print(dag)
+
+    t_ours, t_16, t_executor = median_of(
+        lambda: run_fresh("ours-function", n_func, cores)[0],
+        lambda: run_fresh("ours-function-16", n_func, cores)[0],
+        lambda: run_fresh("executor-function", n_func, cores)[0],
+    )
+    [t_nogc] = median_of(lambda: run_fresh("ours-noop-nogc", n_dag, cores)[0])
+    variants = Table(title="variants quoted in docs/performance.md")
+    for col in ("variant", "result", "vs the default"):
+        variants.add_column(col)
+    variants.add_row(
+        f"{n_func:,} trivial functions, cores={cores} (default)", rate(n_func, t_ours), ""
+    )
+    variants.add_row("  with cores=16", rate(n_func, t_16), ratio(t_16, t_ours))
+    variants.add_row(
+        "  through run_in_executor (executor=ThreadPoolExecutor)",
+        rate(n_func, t_executor),
+        ratio(t_executor, t_ours),
+    )
+    assert t_nogc is not None
+    variants.add_row(
+        f"noop DAG, {n_dag:,} tasks, garbage collector off: per task",
+        f"{t_nogc / n_dag * 1e6:.1f} µs",
+        f"{engine / n_dag * 1e6:.1f} µs with it on",
+    )
+    console.print(variants)
 
 
 if __name__ == "__main__":
