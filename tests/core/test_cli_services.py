@@ -106,3 +106,34 @@ temperature = -1
     assert done.returncode == 2, done.stdout + done.stderr
     assert "task 'ask', field 'temperature'" in " ".join(done.stdout.split())
     assert not marker.exists()  # the compute task did not start
+
+
+@requires_model
+def test_a_journal_resumes_ai_answers_and_restarts_a_service_only_for_tasks_that_run(
+    tmp_path: Path,
+) -> None:
+    assert MODEL is not None
+    flow = tmp_path / "llm.toml"
+    text = doc_example().replace('"python3"', json.dumps(sys.executable))
+    text = text.replace('"SmolLM2-135M-Instruct.Q4_1.gguf"', json.dumps(MODEL))
+    journal, results = tmp_path / "run.db", tmp_path / "results.jsonl"
+
+    def run(workflow: str) -> dict[str, dict[str, object]]:
+        flow.write_text(workflow)
+        command = [sys.executable, "-m", "rhapsody", "run", str(flow), "--no-progress",
+                   "--journal", str(journal), "--results", str(results)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return {r["uid"]: r for r in map(json.loads, results.read_text().splitlines())}
+
+    run(text)
+    again = run(text)  # all resumed: the answer comes from the journal, no server starts
+    assert all(r["resumed"] for r in again.values())
+    assert "Paris" in again["ask"]["response"]  # type: ignore[operator]
+    assert again["ask"]["usage"]["completion_tokens"] > 0  # type: ignore[index]
+    assert "endpoint" not in again["llm"]
+    changed = run(text.replace("max_tokens = 16", "max_tokens = 20"))
+    # the question runs again, so its server does (and what depends on the answer)
+    assert not any(r["resumed"] for r in changed.values())
+    assert changed["llm"]["state"] == "DONE" and "endpoint" in changed["llm"]
+    assert "Paris" in changed["ask"]["response"]  # type: ignore[operator]

@@ -27,6 +27,7 @@ from typing import Any
 
 from rhapsody.backends.base import TaskFutures
 from rhapsody.errors import RhapsodyError
+from rhapsody.inference.request import is_ai_task
 from rhapsody.states import DONE, FINAL_STATES
 from rhapsody.task import DESCRIPTION_FIELDS, dependency_uids
 
@@ -35,7 +36,10 @@ SCHEMA_VERSION = 1
 _QUERY_CHUNK = 500
 
 # What a DONE task produced, kept when it survives a JSON round trip unchanged.
-RESULT_FIELDS = ("stdout", "stderr", "exit_code", "return_value", "stdout_file", "stderr_file")
+RESULT_FIELDS = (
+    *("stdout", "stderr", "exit_code", "return_value", "stdout_file", "stderr_file"),
+    *("response", "usage", "model", "served_by", "latency"),  # AI tasks
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -178,18 +182,27 @@ class Journal:
         for uid, (digest, result) in done.items():
             if digest == description_hash(describe(named[uid])):
                 candidates[uid] = json.loads(result)
-        # A task whose dependency runs again must run again: drop candidates until stable
-        # (dependencies may name later tasks of the batch).
+        # A task whose dependency runs again must run again, and a service (DONE once it was
+        # stopped) runs again for any task of the batch that runs and uses it: drop candidates
+        # until stable (dependencies may name later tasks of the batch).
         by_uid = {task.get("uid"): task for task in tasks}
+        services = {uid for uid, task in named.items() if _is_service(task)}
+        users: dict[str, list[str]] = {}
+        for task in tasks:
+            for used in _services_used(task):
+                if used in services:
+                    users.setdefault(used, []).append(task.get("uid"))  # type: ignore[arg-type]
         changed = True
         while changed:
             changed = False
             for uid in list(candidates):
-                for dep in dependency_uids(by_uid[uid]):
-                    if dep not in candidates and dep not in self.skipped:
-                        del candidates[uid]
-                        changed = True
-                        break
+                needed = any(user not in candidates for user in users.get(uid, ()))
+                if needed or any(
+                    dep not in candidates and dep not in self.skipped
+                    for dep in dependency_uids(by_uid[uid])
+                ):
+                    del candidates[uid]
+                    changed = True
         return candidates
 
     def _resume(
@@ -319,6 +332,24 @@ ON CONFLICT(uid) DO UPDATE SET
     result = NULL,
     updated = excluded.updated
 """
+
+
+def _is_service(task: Mapping[str, Any]) -> bool:
+    if is_ai_task(task):  # an AI task's `service` names its server
+        return False
+    return task.get("service") not in (None, False) or task.get("is_service") is True
+
+
+def _services_used(task: Mapping[str, Any]) -> list[str]:
+    """The uids `task` may use as services: its dependencies, and the services an AI task
+    names."""
+    used = dependency_uids(task)
+    service = task.get("service") if is_ai_task(task) else None
+    if isinstance(service, str):
+        used.append(service)
+    elif isinstance(service, (list, tuple)):
+        used += [s for s in service if isinstance(s, str)]
+    return used
 
 
 def _result(task: Mapping[str, Any]) -> str | None:
