@@ -65,6 +65,7 @@ def test_slurm_job_wide_cpus_beat_this_nodes_count(batch_env: pytest.MonkeyPatch
     batch_env.setenv("SLURM_CPUS_ON_NODE", "2")
     found = detect()
     assert (found.cores_per_node, found.total_cores) == (1, 2)
+    assert found.local_cores == 2  # what `concurrent` schedules into on this node
 
 
 @pytest.mark.parametrize(

@@ -81,4 +81,5 @@ def test_sbatch_uneven_grant_is_not_overcounted(slurm: Cluster, tmp_path: Path) 
     check(found, job)
     assert sorted(job["cpus_by_node"].values()) == [1, 2]
     assert (found["cores_per_node"], found["total_cores"]) == (1, 2)
+    assert found["local_cores"] == job["cpus_by_node"][job["BatchHost"]] == 2
     assert (found["gpus_per_node"], tuple(found["gpu_ids"])) == (2, ("0", "1"))

@@ -253,7 +253,8 @@ class DetectedAllocation:
     `cores_per_node` counts CPUs as the batch system grants them (hardware threads where SMT is
     enabled). Where nodes differ, it is the smallest, so a per-node plan fits every node.
     `gpu_ids` are the identifiers a task on a node should be given (e.g. in
-    CUDA_VISIBLE_DEVICES).
+    CUDA_VISIBLE_DEVICES). `local_cores` is what the node this process runs on was granted
+    (more than `cores_per_node` where nodes got different counts; the same where unknown).
     """
 
     resource_manager: ResourceManager
@@ -262,6 +263,9 @@ class DetectedAllocation:
     cores_per_node: int
     gpus_per_node: int
     gpu_ids: tuple[str, ...]
+    local_cores: int = attrs.field(
+        default=attrs.Factory(lambda self: self.cores_per_node, takes_self=True)
+    )
 
     @property
     def total_cores(self) -> int:
@@ -404,6 +408,7 @@ def _detect_slurm(env: Mapping[str, str]) -> DetectedAllocation:
         cores_per_node=cores,
         gpus_per_node=gpus,
         gpu_ids=gpu_ids,
+        local_cores=_env_int(env, "SLURM_CPUS_ON_NODE") or cores,
     )
 
 

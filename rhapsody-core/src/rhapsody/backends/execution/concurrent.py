@@ -69,7 +69,7 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
             # the CPUs this process may actually use.
             granted = detect()
             if cores is None:
-                cores = max(1, min(granted.cores_per_node, detect_cores()))
+                cores = max(1, min(granted.local_cores, detect_cores()))
         if gpus is None:
             gpu_ids: tuple[str, ...] = granted.gpu_ids
         elif isinstance(gpus, bool):
