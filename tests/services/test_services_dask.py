@@ -259,3 +259,23 @@ async def test_a_log_probe_is_rejected_naming_the_backend(session: rhapsody.Sess
     with pytest.raises(TaskValidationError, match="task 'l'") as caught:
         await session.submit_tasks([task])
     assert "the dask backend cannot watch a running task's output" in str(caught.value)
+
+
+async def test_start_up_timeout_counts_from_the_start_not_the_wait_for_a_worker(
+    tmp_path: Path,
+) -> None:
+    # One worker thread, busy for a while: the service waits in dask's queue longer than its
+    # start-up timeout, then starts and is ready well within it.
+    backend = DaskExecutionBackend(n_workers=1, threads_per_worker=1, work_dir=tmp_path)
+    async with rhapsody.Session([backend]) as session:
+        busy = {"uid": "busy", "executable": "/bin/sleep", "arguments": ["6"]}
+        busy_futures = await session.submit_tasks([busy])
+        await wait_until(lambda: busy["state"] == EXECUTING, "the busy task to start")
+        server = tcp_server("queued", timeout=3)
+        futures = await session.submit_tasks([server, tcp_client("user", "queued")])
+        with anyio.fail_after(WAIT):
+            await busy_futures["busy"]
+            await futures["queued"]
+        assert server["state"] == EXECUTING
+        # the client has no worker thread left while the service holds the only one; stop it
+        await backend.cancel_task("user")

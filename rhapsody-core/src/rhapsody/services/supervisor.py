@@ -114,11 +114,18 @@ class ServiceRun:
 async def until_ready(
     run: ServiceRun, uid: str, token: str | None, attempt: asyncio.Future[Any]
 ) -> tuple[bool, str | None]:
-    """Race the probe against the attempt for at most the spec's start-up timeout.
+    """Race the probe against the attempt for at most the spec's start-up timeout, counted
+    from the attempt's start (`ctx.started()`).
 
     Returns (True, endpoint) once ready; (False, None) when the attempt ended first (the caller
     reads its outcome); (False, reason) when the probe failed or timed out.
     """
+    # The timeout counts from the attempt's start: a backend that queues tasks (dask, a pilot)
+    # may hold it longer than that before a worker or core is free.
+    assert run.started is not None
+    await asyncio.wait([run.started, attempt], return_when=asyncio.FIRST_COMPLETED)
+    if not run.started.done():
+        return False, None
     probe = asyncio.ensure_future(run.wait_ready(uid, token))
     try:
         done, _ = await asyncio.wait(
