@@ -137,3 +137,61 @@ def test_a_journal_resumes_ai_answers_and_restarts_a_service_only_for_tasks_that
     assert not any(r["resumed"] for r in changed.values())
     assert changed["llm"]["state"] == "DONE" and "endpoint" in changed["llm"]
     assert "Paris" in changed["ask"]["response"]  # type: ignore[operator]
+
+
+# A TCP server that answers each connection with "pong" (no model needed), and its client,
+# which finds the server's endpoint in the variable the run gives it.
+TCP_FLOW = """
+[[tasks]]
+uid = "pong"
+executable = "{python}"
+arguments = ["-c", '''
+import socket, sys
+s = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    c, _ = s.accept(); c.sendall(b"pong"); c.close()
+''', "{{port}}"]
+service = {{ tcp = true }}
+
+[[tasks]]
+uid = "client"
+executable = "{python}"
+arguments = ["-c", '''
+import os, socket
+host, port = os.environ["RHAPSODY_SERVICE_PONG"].rsplit(":", 1)
+print(socket.create_connection((host, int(port)), timeout=10).recv(10).decode())
+''']
+dependencies = ["pong"]
+"""
+
+
+def test_a_tcp_service_and_a_client_that_uses_its_endpoint(tmp_path: Path) -> None:
+    flow = tmp_path / "flow.toml"
+    flow.write_text(TCP_FLOW.format(python=sys.executable))
+    results = tmp_path / "results.jsonl"
+    command = [sys.executable, "-m", "rhapsody", "run", str(flow), "--no-progress",
+               "--results", str(results), "--run-dir", str(tmp_path / "run")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    by_uid = {r["uid"]: r for r in map(json.loads, results.read_text().splitlines())}
+    assert by_uid["client"]["stdout"].strip() == "pong"
+    assert by_uid["pong"]["state"] == "DONE"  # stopped by the run
+    assert by_uid["pong"]["endpoint"].startswith("127.0.0.1:")
+    assert "client: pong" in done.stdout
+
+
+def test_a_service_that_fails_before_ready_fails_the_run_with_its_reason(tmp_path: Path) -> None:
+    flow = tmp_path / "flow.toml"
+    broken = TCP_FLOW.replace("import socket, sys", "import sys; sys.exit('no config')")
+    flow.write_text(broken.format(python=sys.executable))
+    results = tmp_path / "results.jsonl"
+    command = [sys.executable, "-m", "rhapsody", "run", str(flow), "--no-progress",
+               "--results", str(results), "--run-dir", str(tmp_path / "run")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "2 tasks in" in done.stdout and "2 failed" in done.stdout
+    assert "tasks not DONE" in done.stdout
+    by_uid = {r["uid"]: r for r in map(json.loads, results.read_text().splitlines())}
+    assert "service exited before it was ready: exit code 1" in by_uid["pong"]["reason"]
+    assert by_uid["pong"]["stderr"].strip() == "no config"
+    assert "dependency 'pong' failed" in by_uid["client"]["reason"]
