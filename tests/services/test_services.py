@@ -13,7 +13,7 @@ import shutil
 import sys
 
 import pytest
-from conftest import PY, http_server, tcp_client, tcp_server
+from conftest import PY, TCP_SERVER, http_server, tcp_client, tcp_server
 
 import rhapsody
 from rhapsody.backends.execution import ConcurrentExecutionBackend
@@ -289,3 +289,16 @@ async def test_telemetry_reports_each_service_ready_with_its_endpoint() -> None:
     assert [(e.task_id, e.endpoint, e.backend) for e in seen] == [
         ("tcp", server["endpoint"], "concurrent")
     ]
+
+
+async def test_a_compute_task_object_can_be_a_service() -> None:
+    server = rhapsody.ComputeTask(
+        executable=PY, arguments=["-c", TCP_SERVER, "{port}"], service={"tcp": True}, uid="obj"
+    )
+    with pytest.raises(TaskValidationError, match="unknown key 'tpc'"):
+        rhapsody.ComputeTask(executable=PY, service={"tpc": True})
+    async with rhapsody.Session() as session:
+        await session.submit_tasks([server])
+        ready = await asyncio.wait_for(server, 60)  # awaiting a service: until it is ready
+        assert ready is server and server.state == EXECUTING and server.endpoint
+    assert server.state == DONE
