@@ -1,6 +1,7 @@
 """What telemetry costs: the same workloads through a `Session` on `concurrent`, telemetry off vs
 on (`session.start_telemetry()` with its defaults: 5 s resource polling, no subscribers, no
-exporters), side by side. Rounds alternate off/on so that drift on the machine hits both.
+exporters), side by side. Rounds interleave the variants, in alternating order, so that drift on
+the machine hits all of them.
 
     python benchmarks/bench_telemetry.py                 # 10,000 functions, 1,000 executables
     python benchmarks/bench_telemetry.py --quick         # a tenth of each
@@ -36,7 +37,9 @@ def workload(kind: str, n: int) -> list[dict[str, Any]]:
     return [{"uid": f"e{i}", "executable": "/bin/true"} for i in range(n)]
 
 
-async def one_round(kind: str, n: int, telemetry: dict[str, Any] | None) -> float:
+async def one_round(kind: str, n: int, telemetry: dict[str, Any] | None) -> tuple[float, float]:
+    """Seconds from submission until every task is final, and seconds of `session.close()`
+    (with telemetry: ending it, which makes the spans of every attempt)."""
     session = Session([ConcurrentExecutionBackend()])
     for backend in session.backends.values():
         await backend
@@ -52,7 +55,7 @@ async def one_round(kind: str, n: int, telemetry: dict[str, Any] | None) -> floa
     await asyncio.gather(*futures)
     elapsed = time.perf_counter() - start
     await session.close()
-    return elapsed
+    return elapsed, time.perf_counter() - start - elapsed
 
 
 def callback_cost(n: int) -> float:
@@ -95,14 +98,20 @@ def main() -> None:
         variants["on + checkpoint"] = {"checkpoint_path": tmp}
     table = Table(title=f"telemetry overhead, {args.rounds} rounds (best / median seconds)")
     for column in ("workload", "variant", "best s", "median s", "tasks/s (median)",
-                   "median vs off"):
+                   "median vs off", "close s (median)"):
         table.add_column(column, justify="right" if column != "variant" else "left")
     for kind, n in sizes.items():
         times: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(args.rounds):
-            for name, options in variants.items():
+        closes: dict[str, list[float]] = {name: [] for name in variants}
+        for round_number in range(args.rounds):
+            order = list(variants.items())
+            if round_number % 2:  # alternate the order too: drift within a round cancels out
+                order.reverse()
+            for name, options in order:
                 copy = None if options is None else dict(options)
-                times[name].append(asyncio.run(one_round(kind, n, copy)))
+                elapsed, closing = asyncio.run(one_round(kind, n, copy))
+                times[name].append(elapsed)
+                closes[name].append(closing)
         off = statistics.median(times["off"])
         for name, values in times.items():
             median = statistics.median(values)
@@ -113,8 +122,9 @@ def main() -> None:
                 f"{median:.3f}",
                 f"{n / median:,.0f}",
                 f"{median / off:.3f}x",
+                f"{statistics.median(closes[name]):.3f}",
             )
-    Console().print(table)
+    Console(width=150).print(table)
     costs = [callback_cost(100_000 // scale) for _ in range(args.rounds)]
     print(
         f"telemetry callback, 4 transitions per task: {min(costs):.2f} us best, "

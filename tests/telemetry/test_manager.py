@@ -127,6 +127,7 @@ def test_one_span_per_attempt_under_the_session_span(finished: Any) -> None:
         assert span.end_time >= span.start_time
     bad = next(s for s in tasks if s.attributes["task_id"] == "bad")
     assert bad.attributes["exit_code"] == 3
+    assert bad.attributes["state"] == "FAILED"
     assert bad.status.status_code.name == "ERROR"
     as_dicts = {(d["task_id"], d["attempt"]) for d in manager.task_spans()}
     assert ("retry", 2) in as_dicts and ("retry", 1) in as_dicts

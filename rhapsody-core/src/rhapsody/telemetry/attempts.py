@@ -12,7 +12,10 @@ from typing import Any
 # Fields of an attempt record.
 TASK_ID, BACKEND, NODE, SLOT, ATTEMPT, START, END, STATUS, WAIT, TASK = range(10)
 # What an attempt record reads from its task.
-TASK_FIELDS = ("cores", "gpus", "exit_code", "function", "exception", "dependencies")
+TASK_FIELDS = ("cores", "gpus", "exit_code", "function", "exception", "dependencies", "node")
+
+# An attempt's status -> the lifecycle state it ended in (RETRIED: failed, to be retried).
+STATES = {"completed": "DONE", "failed": "FAILED", "canceled": "CANCELED", "retried": "RETRIED"}
 
 # A backend's counters.
 SUBMITTED, STARTED, COMPLETED, FAILED, CANCELED, RUNNING = range(6)
@@ -35,6 +38,7 @@ def as_dict(record: tuple[Any, ...]) -> dict[str, Any]:
         "start": record[START],
         "end": record[END],
         "status": record[STATUS],
+        "state": STATES[record[STATUS]],
         "queue_wait": record[WAIT],
         "cores": int(task.get("cores") or 1),
         "gpus": int(task.get("gpus") or 0),

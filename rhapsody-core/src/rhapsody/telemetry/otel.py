@@ -81,10 +81,6 @@ class Otel:
         )
         if manager.resource is not None:
             resource = resource.merge(manager.resource)
-        self.buffer = SpanBuffer()
-        self.tracer_provider = TracerProvider(resource=resource)
-        # SpanBuffer has the SpanExporter interface without importing OpenTelemetry at import.
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(cast(Any, self.buffer)))
         processors = list(manager.span_processors)
         readers: list[Any] = list(manager.metric_readers)
         self.reader = InMemoryMetricReader()
@@ -100,10 +96,18 @@ class Otel:
         #: True when something outside this process consumes spans or metrics: then `flush`
         #: runs periodically; otherwise only when they are read (read_traces, read_metrics).
         self.exporting = bool(processors or readers)
+        # Exit flushes only what leaves the process; in-memory providers are left to the
+        # garbage collector (an exit hook would keep every session's records alive).
+        self.buffer = SpanBuffer()
+        self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=self.exporting)
+        # SpanBuffer has the SpanExporter interface without importing OpenTelemetry at import.
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(cast(Any, self.buffer)))
         for processor in processors:
             self.tracer_provider.add_span_processor(processor)
         self.meter_provider = MeterProvider(
-            resource=resource, metric_readers=[*readers, self.reader]
+            resource=resource,
+            metric_readers=[*readers, self.reader],
+            shutdown_on_exit=self.exporting,
         )
         tracer = self.tracer_provider.get_tracer("rhapsody")
         self.tracer = tracer
@@ -209,6 +213,7 @@ class Otel:
             "task_id": fields["task_id"],
             "backend": fields["backend"],
             "status": fields["status"],
+            "state": fields["state"],
             "attempt": fields["attempt"],
             "node": fields["node_id"],
             "slot": fields["slot"],
@@ -245,7 +250,11 @@ class Otel:
         return snapshot
 
     def shutdown(self, now: float) -> None:
+        """End the session span; flush and stop the exporters. Without exporters the providers
+        stay usable, so that spans and metrics can still be read after the end."""
         self.session_span.end(end_time=int(now * 1e9))
+        if not self.exporting:
+            return
         for provider in (self.tracer_provider, self.meter_provider):
             try:
                 provider.shutdown()
