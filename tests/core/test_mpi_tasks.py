@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from rhapsody.backends.execution import ConcurrentExecutionBackend
-from rhapsody.errors import TaskExecutionError, TaskValidationError
+from rhapsody.errors import ResourceError, TaskExecutionError, TaskValidationError
 from rhapsody.task import TaskDescription
 
 MPI_HELLO = Path(__file__).resolve().parents[1] / "slurm" / "scripts" / "mpi_hello.py"
@@ -159,8 +159,10 @@ async def test_ranks_hold_all_their_cores_while_they_run() -> None:
 @pytest.mark.anyio
 async def test_a_task_too_large_for_the_backend_is_rejected_at_submit() -> None:
     async with ConcurrentExecutionBackend(cores=2) as backend:
-        with pytest.raises(Exception, match="4 core"):
+        with pytest.raises(ResourceError) as caught:
             await backend.submit_tasks([mpi_task("big", 2, cores_per_rank=2)])
+    assert "task 'big' has 2 ranks of 2 core(s) and 0 GPU(s): 4 core(s)" in str(caught.value)
+    assert "this backend has 2 core(s)" in str(caught.value)
 
 
 @pytest.mark.anyio

@@ -126,7 +126,8 @@ def test_wrong_types_are_rejected_or_run(serving: Serving, field: str, value: An
         assert exc.uid == uid and uid in str(exc)
         assert exc.field is not None and exc.field in str(exc)
     except ResourceError as exc:  # a valid count, but more cores or GPUs than there are
-        assert field in ("cores", "gpus") and uid in str(exc), (field, str(exc))
+        assert field in ("cores", "gpus", "ranks", "cores_per_rank", "gpus_per_rank"), field
+        assert uid in str(exc), (field, str(exc))
     else:  # accepted (e.g. cores=1.0, a tiny timeout): it ran to an end
         assert task["state"] in FINAL_STATES
         assert isinstance(result, (dict, TaskExecutionError)), result

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import attrs
 
 from rhapsody.backends import launch
-from rhapsody.errors import TaskValidationError
+from rhapsody.errors import ResourceError, TaskValidationError
+from rhapsody.resources import ResourcePool
 from rhapsody.task import TaskDescription
 
 DEFAULT_LAUNCHER = ("mpirun", "-np", "{ranks}")
@@ -41,8 +42,17 @@ def check_launcher(launcher: Sequence[str]) -> tuple[str, ...]:
     return tuple(launcher)
 
 
-def check_task(task: TaskDescription, launcher: tuple[str, ...]) -> None:
-    """Reject at submit an MPI task whose launcher is not installed here."""
+def check_task(task: TaskDescription, launcher: tuple[str, ...], pool: ResourcePool) -> None:
+    """Reject at submit an MPI task larger than the backend, or whose launcher is not
+    installed here."""
+    if task.cores > pool.total_cores or task.gpus > pool.total_gpus:
+        raise ResourceError(
+            f"task {task.uid!r} has {task.ranks} ranks of {task.cores_per_rank} core(s) and "
+            f"{task.gpus_per_rank} GPU(s): {task.cores} core(s) and {task.gpus} GPU(s) in all, "
+            f"but this backend has {pool.total_cores} core(s) and {pool.total_gpus} GPU(s) "
+            "(inside a multi-node allocation, give it the allocation's: "
+            "cores=rhapsody.platforms.detect().total_cores)"
+        )
     if shutil.which(launcher[0]) is None:
         raise TaskValidationError(
             f"the task has {task.ranks} ranks, but the MPI launcher {launcher[0]!r} is not on "

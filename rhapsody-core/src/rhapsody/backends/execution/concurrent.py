@@ -102,9 +102,10 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
             self._threads.shutdown()
 
     def _check_task(self, task: TaskDescription) -> None:
-        super()._check_task(task)
         if task.ranks > 1:
-            _mpi.check_task(task, self._mpi_launcher)
+            assert self._pool is not None
+            _mpi.check_task(task, self._mpi_launcher, self._pool)
+        super()._check_task(task)
         if task.function is not None and task.isolation == "thread":
             for field in ("environment", "secret_environment", "working_directory"):
                 if getattr(task, field) is not None:
