@@ -84,5 +84,8 @@ def no_process_left() -> Iterator[None]:
     left = []
     for pid in descendants() - before:
         with contextlib.suppress(psutil.Error):  # it may have exited meanwhile
-            left.append(psutil.Process(pid).cmdline())
+            command = psutil.Process(pid).cmdline()
+            # multiprocessing's resource tracker serves the whole test process, not one test
+            if not any("multiprocessing.resource_tracker" in part for part in command):
+                left.append(command)
     assert not left, f"processes left running: {left}"

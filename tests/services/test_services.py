@@ -302,3 +302,24 @@ async def test_a_compute_task_object_can_be_a_service() -> None:
         ready = await asyncio.wait_for(server, 60)  # awaiting a service: until it is ready
         assert ready is server and server.state == EXECUTING and server.endpoint
     assert server.state == DONE
+
+
+async def test_a_plain_function_on_a_thread_cannot_be_a_service() -> None:
+    async with rhapsody.Session() as session:
+        with pytest.raises(TaskValidationError, match="cannot be stopped"):
+            await session.submit_tasks([{"uid": "f", "function": print, "service": True}])
+        # in its own process it can: stopping kills the process
+        isolated = {"uid": "p", "function": _serve_forever, "isolation": "process",
+                    "service": True}
+        futures = await session.submit_tasks(
+            [isolated, {"uid": "after", "executable": "/bin/true", "dependencies": ["p"]}]
+        )
+        await asyncio.wait_for(futures["after"], 60)
+        assert isolated["state"] == EXECUTING
+    assert isolated["state"] == DONE
+
+
+def _serve_forever() -> None:
+    import time
+
+    time.sleep(600)

@@ -254,11 +254,43 @@ async def test_session_close_stops_the_service_and_it_ends_done(
     assert Path(f"{pids}.term").exists()
 
 
-async def test_a_log_probe_is_rejected_naming_the_backend(session: rhapsody.Session) -> None:
-    task = {"uid": "l", "executable": "/bin/true", "service": {"log": "ready"}}
-    with pytest.raises(TaskValidationError, match="task 'l'") as caught:
+async def test_log_probe_waits_for_a_matching_line_of_stderr(session: rhapsody.Session) -> None:
+    # A few hundred KiB of other output first, in both streams: only the matching line travels.
+    code = (
+        "import sys, time\n"
+        "for i in range(3000): print('warming up', i, 'x' * 100)\n"
+        "sys.stdout.flush(); print('almost', file=sys.stderr, flush=True); time.sleep(1)\n"
+        "print('server READY', file=sys.stderr, flush=True); time.sleep(600)\n"
+    )
+    server = {"uid": "logged", "executable": PY, "arguments": ["-c", code],
+              "service": {"log": r"READY$"}}
+    seen: list[str] = []
+    session.register_callback(lambda t, s: seen.append(f"{t['uid']}:{s}"))
+    after = {"uid": "after", "executable": "/bin/true", "dependencies": ["logged"]}
+    futures = await session.submit_tasks([server, after])
+    with anyio.fail_after(WAIT):
+        await futures["after"]
+    assert server["state"] == EXECUTING and "endpoint" not in server
+    assert seen.index("logged:EXECUTING") < seen.index("after:EXECUTING")
+
+
+async def test_a_log_probe_that_never_matches_fails_when_the_service_exits(
+    session: rhapsody.Session,
+) -> None:
+    quiet = {"uid": "quiet", "executable": PY, "arguments": ["-c", "print('starting')"],
+             "service": {"log": "READY"}}
+    futures = await session.submit_tasks([quiet])
+    with anyio.fail_after(WAIT):
+        [error] = await asyncio.gather(*futures, return_exceptions=True)
+    assert "exited before it was ready: exit code 0" in str(error)
+    assert quiet["stdout"] == "starting\n"
+
+
+async def test_a_log_probe_on_a_function_service_is_rejected(session: rhapsody.Session) -> None:
+    task = {"uid": "f", "function": print, "service": {"log": "ready"}}
+    with pytest.raises(TaskValidationError, match="task 'f'") as caught:
         await session.submit_tasks([task])
-    assert "the dask backend cannot watch a running task's output" in str(caught.value)
+    assert "a function task's output is not captured on dask" in str(caught.value)
 
 
 async def test_start_up_timeout_counts_from_the_start_not_the_wait_for_a_worker(

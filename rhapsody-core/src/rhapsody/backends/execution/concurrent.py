@@ -115,6 +115,13 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
                         uid=task.uid,
                         field=field,
                     )
+            if task.service is not None and not _is_async(task.function):
+                raise TaskValidationError(
+                    "a service must be stoppable, and a plain function on a thread cannot be "
+                    "stopped: make it an async function, or set isolation='process'",
+                    uid=task.uid,
+                    field="service",
+                )
 
     def _execute(  # type: ignore[override]
         self, task: TaskDescription, ctx: ExecutionContext
