@@ -26,4 +26,8 @@ def __getattr__(name: str) -> object:
         from rhapsody.session import Session
 
         return Session
+    from rhapsody.compat.engines import CLASSES, engine_class
+
+    if name in CLASSES:  # rhapsody-py's names, imported only when asked for
+        return engine_class(name)
     raise AttributeError(f"module 'rhapsody.backends' has no attribute {name!r}")
