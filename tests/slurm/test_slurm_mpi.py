@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,20 @@ def test_the_batch_script_runs_two_ranks_per_node(slurm: Cluster, tmp_path: Path
     report = json.loads(out.read_text())
     assert report["size"] == 6
     assert sorted(report["nodes"]) == sorted(NODES * 2)
+
+
+def test_a_job_submitted_with_export_none_still_launches_its_ranks(
+    slurm: Cluster, tmp_path: Path
+) -> None:
+    # What psij (RADICAL-Pilot's submitter) does: the job gets no environment, and neither would
+    # the srun steps mpirun starts its daemons with, unless the backend says otherwise.
+    script = tmp_path / "export_none.sbatch"
+    exports = " ".join(f"{name}={value}" for name, value in MPI_ENV.items())
+    script.write_text(
+        f"#!/bin/bash\n#SBATCH --nodes=3\nexport {exports}\n"
+        f"test \"$SLURM_EXPORT_ENV\" = NONE || exit 3\n"
+        f"{sys.executable} mpi_across_nodes.py\n"
+    )
+    out = tmp_path / "export_none.out"
+    slurm.run("sbatch", "--wait", "--export=NONE", f"--output={out}", str(script), cwd=SCRIPTS)
+    assert json.loads(out.read_text()) == {"size": 3, "nodes": list(NODES)}

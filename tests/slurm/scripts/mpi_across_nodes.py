@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from rhapsody.backends.execution import ConcurrentExecutionBackend
+from rhapsody.errors import TaskExecutionError
 from rhapsody.platforms import detect
 
 HELLO = Path(__file__).resolve().parent / "mpi_hello.py"
@@ -24,7 +25,10 @@ async def main() -> None:
         [future] = await backend.submit_tasks(
             [{"executable": sys.executable, "arguments": [str(HELLO), str(ranks)], "ranks": ranks}]
         )
-        task = await future
+        try:
+            task = await future
+        except TaskExecutionError as failed:
+            sys.exit(f"{failed}\n{failed.task.get('stderr', '')}")
     print(task["stdout"], end="")
 
 

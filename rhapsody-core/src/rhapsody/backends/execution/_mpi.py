@@ -3,11 +3,13 @@
 The launcher is a list of words with placeholders `{ranks}`, `{cores_per_rank}` and
 `{gpus_per_rank}` replaced by the task's values; the task's own command line follows it,
 verbatim (never interpolated). Inside a SLURM allocation Open MPI's `mpirun` spreads the ranks
-over the allocation's nodes itself.
+over the allocation's nodes itself (also in a job submitted with `--export=NONE`: see
+`under_launcher`).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import string
 from collections.abc import Sequence
@@ -66,9 +68,19 @@ def under_launcher(task: TaskDescription, launcher: tuple[str, ...]) -> TaskDesc
     """`task` as the launcher's command: its words, then the task's own argv."""
     values = {name: getattr(task, name) for name in PLACEHOLDERS}
     words = [word.format(**values) for word in launcher]
+    environment = task.environment
+    exported = os.environ.get("SLURM_EXPORT_ENV")
+    if exported and not exported.upper().startswith("ALL") and not (
+        environment and "SLURM_EXPORT_ENV" in environment
+    ):
+        # A job submitted with --export=NONE (as psij does) passes that on to the srun steps
+        # a launcher starts its daemons with: they would get no PATH (Open MPI's orted is then
+        # "not found"). The task's own processes need the task's environment.
+        environment = {**(environment or {}), "SLURM_EXPORT_ENV": "ALL"}
     return attrs.evolve(
         task,
         executable=words[0],
         arguments=(*words[1:], *launch.command_line(task)),
         shell=False,
+        environment=environment,
     )
