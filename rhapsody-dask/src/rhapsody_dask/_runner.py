@@ -7,6 +7,7 @@ dask-jobqueue cluster started from the same environment.
 Executables run as a child process in its own session, so the whole process tree can be
 signalled; its output goes to unnamed temporary files (no pipes to drain, nothing held open by
 grandchildren). Cancellation reaches them through `stop_children`, broadcast by the backend.
+A service's `log` probe is matched here, on the worker, against those files as they grow.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import collections
 import contextlib
 import inspect
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,7 +28,7 @@ from typing import IO, Any
 
 import attrs
 import cloudpickle  # type: ignore[import-untyped]
-from distributed import get_worker
+from distributed import Worker, get_worker
 from tblib import pickling_support  # type: ignore[import-untyped]
 
 from rhapsody.backends import launch
@@ -41,6 +43,12 @@ from rhapsody_dask import _orphans, _quiet
 STARTED = "started"
 FINISHED = "finished"
 INLINE_LIMIT = 16 * 1024  # the scheduler keeps a topic's last 1000 events: bound them
+# (OUTPUT, key, line): the line of a service's output that its `log` probe matches. Only that
+# line travels (one event per attempt, however much the service prints); the engine matches it
+# again as it would any output it is given.
+OUTPUT = "output"
+_LOG_POLL = 0.1  # seconds between two looks at a service's output files
+_LINE_LIMIT = 64 * 1024  # an unterminated line is kept up to this many bytes, as the engine does
 
 
 @attrs.frozen
@@ -60,7 +68,7 @@ def run(job: Job) -> bytes:
     worker = get_worker()
     key = str(worker.get_current_task())
     worker.log_event(job.topic, (STARTED, key))
-    outcome = _call(job.task) if job.task.function is not None else _spawn(job, key)
+    outcome = _call(job.task) if job.task.function is not None else _spawn(job, key, worker)
     payload = _pickled(outcome)
     if len(payload) <= INLINE_LIMIT:
         # Saves the backend a round trip to fetch the result, which costs more than the task.
@@ -118,7 +126,7 @@ _CANCELLED_KEPT = 4096
 _lock = threading.Lock()
 
 
-def _spawn(job: Job, key: str) -> Outcome:
+def _spawn(job: Job, key: str, worker: Worker) -> Outcome:
     task = job.task
     argv = launch.command_line(task)
     env = launch.environment(task)  # over this worker's environment
@@ -138,7 +146,23 @@ def _spawn(job: Job, key: str) -> Outcome:
             return Outcome.failure(
                 f"cannot start {argv[0]!r}: {exc.strerror or exc}", exception=exc
             )
-        code = _wait(child, key, job.children_dir)
+        pattern = task.service.pattern if task.service is not None else None
+        if pattern is None:
+            code = _wait(child, key, job.children_dir)
+        else:
+            ended = threading.Event()
+            watch = threading.Thread(
+                target=_watch_log,
+                args=(worker, job.topic, key, pattern, (out, err), ended),
+                name=f"rhapsody-log-{key}",
+                daemon=True,
+            )
+            watch.start()
+            try:
+                code = _wait(child, key, job.children_dir)
+            finally:
+                ended.set()
+                watch.join()  # before the files close
         spill = os.path.join(job.spill_dir, f"{task.uid}.{job.attempt}".replace(os.sep, "_"))
         stdout, stdout_file = _read(out, job.max_output, f"{spill}.stdout")
         stderr, stderr_file = _read(err, job.max_output, f"{spill}.stderr")
@@ -176,6 +200,34 @@ def _wait(child: subprocess.Popen[bytes], key: str, children_dir: str | None) ->
         _signal_group(child.pid, signal.SIGKILL)
         if note is not None:
             os.unlink(note)
+
+
+def _watch_log(
+    worker: Worker,
+    topic: str,
+    key: str,
+    pattern: re.Pattern[str],
+    streams: tuple[IO[bytes], ...],
+    ended: threading.Event,
+) -> None:
+    """Look at the service's stdout and stderr files every `_LOG_POLL` seconds (positional
+    reads: the child's offset is untouched) until a line matches `pattern`, then send it;
+    stop without sending once the child has ended and the files hold no match."""
+    offsets = [0] * len(streams)
+    partial = [b""] * len(streams)
+    while True:
+        last = ended.wait(_LOG_POLL)  # once the child ended: one more look, then stop
+        for i, stream in enumerate(streams):
+            while chunk := os.pread(stream.fileno(), 1 << 16, offsets[i]):
+                offsets[i] += len(chunk)
+                lines = (partial[i] + chunk).split(b"\n")
+                partial[i] = lines.pop()[-_LINE_LIMIT:]
+                for line in lines:
+                    if pattern.search(line.decode(errors="replace")):
+                        worker.log_event(topic, (OUTPUT, key, line[-_LINE_LIMIT:] + b"\n"))
+                        return
+        if last:
+            return
 
 
 def _read(stream: IO[bytes], limit: int, spill_path: str) -> tuple[str, str | None]:

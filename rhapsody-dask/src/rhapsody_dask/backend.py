@@ -69,6 +69,9 @@ class DaskExecutionBackend(BaseExecutionBackend):
 
     backend_name = BACKEND_NAME
     queues_tasks = True  # dask queues submitted tasks: timeouts count from the worker start
+    # A service's `log` probe: the runner matches the executable's output on the worker and
+    # sends the matching line (`_runner.OUTPUT`).
+    streams_output = True
 
     def __init__(
         self,
@@ -217,6 +220,13 @@ class DaskExecutionBackend(BaseExecutionBackend):
                 field="ranks",
             )
         if task.function is not None:
+            if task.service is not None and task.service.probe == "log":
+                raise TaskValidationError(
+                    "a function task's output is not captured on dask, so a 'log' probe "
+                    "cannot watch it; use 'publish', or run the service as an executable",
+                    uid=task.uid,
+                    field="service",
+                )
             if task.isolation != "thread":
                 raise TaskValidationError(
                     "dask runs function tasks on its workers' threads; "
@@ -379,6 +389,8 @@ class DaskExecutionBackend(BaseExecutionBackend):
             ctx.started()
         elif kind == _runner.FINISHED:
             self._finished[key] = message[2]
+        elif kind == _runner.OUTPUT:
+            ctx.output(message[2])
 
     # -- cancellation ----------------------------------------------------------------------------
     def _abort(self, future: Future[bytes], kill: str | None) -> None:
