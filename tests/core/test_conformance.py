@@ -19,7 +19,8 @@ class TestConcurrentConformance(BackendConformance):
     state_machine_examples = 30
 
     def make_backend(self) -> ConcurrentExecutionBackend:
-        return ConcurrentExecutionBackend(cores=2)
+        # Two GPU identifiers (no device needed): the kit checks that no two tasks share one.
+        return ConcurrentExecutionBackend(cores=2, gpus=2)
 
 
 class TestConcurrentFunctionConformance(BackendConformance):

@@ -150,6 +150,19 @@ class KwargsDropped(TinyBackend):
         return await super()._execute(task, ctx)
 
 
+class GpuGivenTwice(ConcurrentExecutionBackend):
+    """Places GPUs, then tells every task it has the first one."""
+
+    def __init__(self) -> None:
+        super().__init__(cores=2, gpus=2)
+
+    def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Any:
+        def environment(task: TaskDescription) -> dict[str, str] | None:
+            return {**os.environ, "CUDA_VISIBLE_DEVICES": "0"}
+
+        return super()._execute(task, _Context(ctx, environment=environment))  # type: ignore[arg-type]
+
+
 class Oversubscribed(TinyBackend):
     """Declares room for one task at a time, yet runs every task at once."""
 
@@ -193,7 +206,14 @@ CASES = [
      "[args, kwargs] the function saw: got [[1, 'two words', '', None, {'k': [1.5]}], {}]"),
     ("capacity exceeded", Oversubscribed, "test_running_tasks_fit_the_capacity",
      "ran at once on 1 cores"),
+    ("GPU given twice", GpuGivenTwice, "test_gpus_are_never_shared",
+     "given to tasks running together"),
 ]
+# The control of a check the example cannot take part in (it declares no capacity).
+CONTROLS = {
+    "test_running_tasks_fit_the_capacity": lambda: ConcurrentExecutionBackend(cores=1),
+    "test_gpus_are_never_shared": lambda: ConcurrentExecutionBackend(cores=2, gpus=2),
+}
 
 
 class _Kit(BackendConformance):
@@ -230,9 +250,7 @@ async def test_the_example_backend_passes_the_same_check(check: str, tmp_path: P
     kit = _Kit()
     method = getattr(kit, check)
     kwargs = {"tmp_path": tmp_path} if "tmp_path" in inspect.signature(method).parameters else {}
-    # The example declares no capacity: that check's control is a backend that has one.
-    capacity = check == "test_running_tasks_fit_the_capacity"
-    backend: Any = await (ConcurrentExecutionBackend(cores=1) if capacity else TinyBackend())
+    backend: Any = await CONTROLS.get(check, TinyBackend)()
     try:
         await method(backend, **kwargs)
     finally:

@@ -513,11 +513,39 @@ class BackendConformance:
         spans = []
         for task, result in zip(tasks, results, strict=True):
             assert task["state"] == DONE, result
-            value = task.get("return_value") or (task.get("stdout") or "").split()
+            value = task.get("return_value") or (task.get("stdout") or "").split()[:2]
             assert len(value) == 2, f"{task['uid']!r} did not report when it ran: {value!r}"
             spans.append((float(value[0]), float(value[1])))
         most = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
         assert most <= cores, f"{most} tasks of 1 core ran at once on {cores} cores: {spans}"
+
+    @pytest.mark.anyio
+    async def test_gpus_are_never_shared(self, backend: BaseExecutionBackend) -> None:
+        """Tasks of 1 GPU never overlap more than `backend.capacity` has GPUs; where the engine
+        places them (`backend.resources`), each sees one GPU in `CUDA_VISIBLE_DEVICES`, never
+        one that a task running at the same time sees."""
+        capacity = backend.capacity
+        if capacity is None or capacity[1] == 0:
+            _skip(f"{type(backend).__name__} declares no GPUs (capacity {capacity})")
+        gpus = capacity[1]
+        tasks = [
+            self._executable(f"do.gpus.{i}", probes.span(0.5), gpus=1) for i in range(gpus + 2)
+        ]
+        results = await self._run(backend, tasks)
+        runs = []
+        for task, result in zip(tasks, results, strict=True):
+            assert task["state"] == DONE, result
+            words = (task.get("stdout") or "").split()
+            assert len(words) == 3, f"{task['uid']!r} did not report: {task.get('stdout')!r}"
+            runs.append((float(words[0]), float(words[1]), words[2]))
+        most = max(sum(1 for s, e, _ in runs if s <= start < e) for start, _, _ in runs)
+        assert most <= gpus, f"{most} tasks of 1 GPU ran at once on {gpus} GPUs: {runs}"
+        if backend.resources is None:
+            return
+        for start, end, devices in runs:
+            assert len(devices.split(",")) == 1 and devices != "-", f"one GPU, not {devices!r}"
+            shared = [r for r in runs if r[0] < end and start < r[1] and r[2] == devices]
+            assert len(shared) == 1, f"GPU {devices} given to tasks running together: {shared}"
 
     @pytest.mark.anyio
     async def test_shutdown_cancels_everything_and_leaves_no_child(self) -> None:

@@ -31,8 +31,11 @@ _STREAMS = (
     "sys.stderr.write(''.join('err %07d\\n' % i for i in range(m)));sys.stderr.flush();"
     "sys.exit(c)"
 )
-# Sleeps `argv[1]` seconds and prints its start and end times.
-_SPAN = "import sys,time;s=time.time();time.sleep(float(sys.argv[1]));print(s,time.time())"
+# Sleeps `argv[1]` seconds and prints its start and end times, and the GPUs it was given.
+_SPAN = (
+    "import os,sys,time;s=time.time();time.sleep(float(sys.argv[1]));"
+    "print(s,time.time(),os.environ.get('CUDA_VISIBLE_DEVICES','-') or '-')"
+)
 
 
 def report(*arguments: str) -> dict[str, Any]:
@@ -52,7 +55,8 @@ def stream_text(kind: str, lines: int) -> str:
 
 
 def span(seconds: float) -> dict[str, Any]:
-    """A task that runs `seconds` and prints when it started and ended."""
+    """A task that runs `seconds` and prints when it started and ended, and its
+    `CUDA_VISIBLE_DEVICES` ("-" when unset or empty)."""
     return {"executable": sys.executable, "arguments": ["-c", _SPAN, str(seconds)]}
 
 
