@@ -311,3 +311,28 @@ async def test_start_up_timeout_counts_from_the_start_not_the_wait_for_a_worker(
         assert server["state"] == EXECUTING
         # the client has no worker thread left while the service holds the only one; stop it
         await backend.cancel_task("user")
+
+
+async def test_a_probed_service_on_a_worker_of_another_host_fails_saying_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # address= of a running scheduler whose worker is, as far as the client knows, on another
+    # host: the probe (from the client, to 127.0.0.1) could never reach the service there.
+    from distributed import LocalCluster
+
+    import rhapsody_dask.backend
+
+    monkeypatch.setattr(rhapsody_dask.backend, "_client_host", lambda: "login-node")
+    async with LocalCluster(
+        n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+        asynchronous=True,
+    ) as cluster:
+        backend = DaskExecutionBackend(cluster.scheduler_address, work_dir=tmp_path)
+        async with rhapsody.Session([backend]) as session:
+            plain = {"uid": "plain", "executable": "/bin/true", "service": True}
+            futures = await session.submit_tasks([tcp_server(), plain])
+            with anyio.fail_after(WAIT):
+                error, ok = await asyncio.gather(*futures, return_exceptions=True)
+    assert isinstance(error, TaskExecutionError)
+    assert "must run on the client's host ('login-node')" in str(error)
+    assert ok is plain and plain["state"] == DONE  # not probed from here: not concerned

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -61,6 +62,9 @@ class Job:
     spill_dir: str  # where output beyond `max_output` bytes is written in full
     max_output: int
     children_dir: str | None  # embedded cluster: where each child is noted (see _orphans)
+    # address=/cluster=: the client's host name, for a service the client probes (see
+    # `_elsewhere`); None otherwise
+    client_host: str | None = None
 
 
 def run(job: Job) -> bytes:
@@ -68,12 +72,31 @@ def run(job: Job) -> bytes:
     worker = get_worker()
     key = str(worker.get_current_task())
     worker.log_event(job.topic, (STARTED, key))
-    outcome = _call(job.task) if job.task.function is not None else _spawn(job, key, worker)
+    if job.client_host is not None and (elsewhere := _elsewhere(job.client_host)):
+        outcome = Outcome.failure(elsewhere)
+    elif job.task.function is not None:
+        outcome = _call(job.task)
+    else:
+        outcome = _spawn(job, key, worker)
     payload = _pickled(outcome)
     if len(payload) <= INLINE_LIMIT:
         # Saves the backend a round trip to fetch the result, which costs more than the task.
         worker.log_event(job.topic, (FINISHED, key, payload))
     return payload
+
+
+def _elsewhere(client_host: str) -> str | None:
+    """Why a service the client probes cannot run on this worker: the engine chose its port on
+    the client's host and probes `127.0.0.1` there, so it must run on that host."""
+    here = socket.gethostname()
+    if here == client_host:
+        return None
+    return (
+        f"it runs on dask worker host {here!r}, but a service with an 'http' or 'tcp' probe "
+        f"must run on the client's host ({client_host!r}): the probe and the endpoint use "
+        "127.0.0.1 there; run it on a worker of that host (e.g. a worker resource to restrict "
+        "it to), or on the embedded cluster"
+    )
 
 
 def _pickled(outcome: Outcome) -> bytes:

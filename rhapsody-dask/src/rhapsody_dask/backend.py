@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import pickle
+import socket
 import uuid
 from collections.abc import Coroutine, Mapping
 from typing import Any
@@ -266,6 +267,8 @@ class DaskExecutionBackend(BaseExecutionBackend):
             str(self.work_dir),
             self._max_output,
             self._embedded.children_dir if self._embedded is not None else None,
+            # A service probed from here must run on this host (see `_runner._elsewhere`).
+            _client_host() if self._shape is None and _probed_from_here(task) else None,
         )
         if self._shape is None:
             placed = await self._place(task)
@@ -429,6 +432,16 @@ class DaskExecutionBackend(BaseExecutionBackend):
             await asyncio.wait_for(request, self._kill_grace + _STOP_STEP_TIMEOUT)
         except Exception as exc:  # shutting down: report, but go on closing
             logger.warning("%s: shutdown step failed: %s: %s", self.name, type(exc).__name__, exc)
+
+
+def _client_host() -> str:
+    """This host's name as a worker's `socket.gethostname()` says it (a function: tests
+    pretend to be elsewhere)."""
+    return socket.gethostname()
+
+
+def _probed_from_here(task: TaskDescription) -> bool:
+    return task.service is not None and task.service.needs_port
 
 
 def _cores_of(worker: dict[str, Any], restricted: bool) -> int:
