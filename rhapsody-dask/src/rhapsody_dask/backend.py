@@ -133,6 +133,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
         self._workers: list[dict[str, Any]] = []
         self._workers_asked = -math.inf
         self._workers_asking: asyncio.Future[list[dict[str, Any]]] | None = None
+        self._worker_count = 0
 
     @property
     def client(self) -> Client | None:
@@ -351,14 +352,15 @@ class DaskExecutionBackend(BaseExecutionBackend):
         largest = max(workers or [{}], key=lambda w: _cores_of(w, restrict))
         return (
             f"no worker of the dask cluster can run it: it asks for {task.cores} core(s) and "
-            f"{task.gpus} GPU(s), the largest of the {len(workers)} worker(s) connected has "
+            f"{task.gpus} GPU(s), the largest of the {self._worker_count} worker(s) connected has "
             f"{_cores_of(largest, restrict)} core(s) and "
             f"{int((largest.get('resources') or {}).get(GPUS, 0))} GPU(s)"
             + ("" if restrict else " (threads, as the workers declare no 'cores' resource)")
         )
 
     async def _workers_now(self, fresh: bool) -> list[dict[str, Any]]:
-        """The connected workers' info (resources, nthreads): asked at most every
+        """The connected workers' sizes (resources, nthreads), one entry per distinct size so
+        that placing a task costs the same for any number of workers: asked at most every
         `_WORKER_INFO_AGE` seconds unless `fresh`, one request shared by concurrent callers.
         (The client's own cached scheduler info lists no workers.)"""
         loop = asyncio.get_running_loop()
@@ -377,7 +379,14 @@ class DaskExecutionBackend(BaseExecutionBackend):
         client = self._client
         assert client is not None and client.scheduler is not None
         identity = await client.scheduler.identity(n_workers=-1)
-        self._workers = list(identity.get("workers", {}).values())
+        workers = identity.get("workers", {}).values()
+        sizes: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for worker in workers:
+            resources = worker.get("resources") or {}
+            size = (resources.get(CORES), resources.get(GPUS), worker.get("nthreads"))
+            sizes.setdefault(size, {"resources": resources, "nthreads": worker.get("nthreads")})
+        self._workers = list(sizes.values())
+        self._worker_count = len(workers)
         self._workers_asked = asyncio.get_running_loop().time()
         return self._workers
 
