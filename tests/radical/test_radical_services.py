@@ -110,3 +110,17 @@ async def test_tcp_service_is_stopped_by_shutdown(
     # session (the service included) is left.
     await shared_pilot.close()
     assert tcp["state"] == DONE
+
+
+def test_a_probed_service_needs_a_local_pilot() -> None:
+    # No pilot is started: the check is made at submission, from the pilot's resource label.
+    from rhapsody.errors import TaskValidationError
+    from rhapsody.task import TaskDescription
+
+    backend = RadicalExecutionBackend(resource="tacc.frontera")
+    server = {"executable": PY, "arguments": ["-c", TCP_SERVER, "{port}"]}
+    with pytest.raises(TaskValidationError, match="task 'svc'") as caught:
+        backend._check_task(TaskDescription.from_dict({**server, "service": {"tcp": True}}, "svc"))
+    assert "needs a local pilot (local.*), not 'tacc.frontera'" in str(caught.value)
+    # not probed from here: accepted
+    backend._check_task(TaskDescription.from_dict({**server, "service": True}, "svc"))

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import radical.pilot as rp  # type: ignore[import-untyped]
 
 from rhapsody.backends.base import BaseExecutionBackend, ExecutionContext, Outcome
-from rhapsody.errors import BackendError, ResourceError
+from rhapsody.errors import BackendError, ResourceError, TaskValidationError
 from rhapsody.platforms import PlatformDescription
 from rhapsody.states import FINAL_STATES, StateMapper
 from rhapsody.task import TaskDescription
@@ -285,6 +285,17 @@ class RadicalExecutionBackend(BaseExecutionBackend):
 
     def _check_task(self, task: TaskDescription) -> None:
         translate.check(task)
+        resource = self._pilot_fields["resource"]
+        if task.service is not None and task.service.needs_port and not resource.startswith(
+            "local."
+        ):  # see docs/backends/radical_pilot.md, "Service tasks"
+            raise TaskValidationError(
+                f"a service with an 'http' or 'tcp' probe needs a local pilot (local.*), not "
+                f"{resource!r}: its port is chosen and probed at 127.0.0.1 of this machine, "
+                "which cannot reach a compute node; run it on 'concurrent' in the same Session",
+                uid=task.uid,
+                field="service",
+            )
         if task.is_function:
             _, cores, gpus = self._raptor_shape
             where = "a raptor worker"
