@@ -26,6 +26,7 @@ from rhapsody.session import Session
 from rhapsody.telemetry import ServiceReady
 
 CHROMIUM = shutil.which("chromium")
+HOSTILE = "</script><b>bad</b>"  # a uid that would become markup if the page used innerHTML
 
 
 def status_of(url: str) -> int:
@@ -242,7 +243,7 @@ def test_chromium_shows_the_counts_of_a_running_workflow_change(tmp_path: Path) 
                 {"uid": f"s{i}", "executable": "/bin/sleep", "arguments": ["0.3"]}
                 for i in range(10)
             ]
-            tasks.append({"uid": "bad", "executable": "/bin/sh", "arguments": ["-c", "exit 2"]})
+            tasks.append({"uid": HOSTILE, "executable": "/bin/sh", "arguments": ["-c", "exit 2"]})
             futures = await session.submit_tasks(tasks)
             pending = asyncio.ensure_future(asyncio.gather(*futures, return_exceptions=True))
             seen = [first]
@@ -268,7 +269,7 @@ def test_chromium_shows_the_counts_of_a_running_workflow_change(tmp_path: Path) 
     # The browser saw intermediate counts, not only the start and the end.
     assert len({v for v in done_values if 0 < v < 10}) >= 2, done_values
     assert final["done"] == "10"
-    assert final["failed"] == ["bad"]
+    assert final["failed"] == [HOSTILE]  # shown as text: markup in a uid is not interpreted
     assert final["services"] == ["http://127.0.0.1:8080/v1"]
     assert final["bars"] >= 11  # one bar per attempt in the timeline
     # All of it on one page load: updates streamed, never a reload.
