@@ -39,7 +39,7 @@ def test_stop_leaves_no_daemon_and_no_job(slurm_cluster: Cluster, tmp_path: Path
     try:
         assert len([p for p in processes_under(conf) if p.name() == "slurmd"]) == len(NODES)
         submitted = subprocess.run(
-            ["sbatch", "--parsable", "-N2", "--wrap", "sleep 300"],
+            ["sbatch", "--parsable", "-N2", "--output=/dev/null", "--wrap", "sleep 300"],
             env=env, check=True, capture_output=True, text=True, timeout=60,
         )
         job = submitted.stdout.strip()
