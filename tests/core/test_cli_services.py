@@ -61,10 +61,11 @@ def test_the_services_and_ai_example_of_the_docs_runs(tmp_path: Path) -> None:
     assert '"python3"' in text and '"SmolLM2-135M-Instruct.Q4_1.gguf"' in text
     text = text.replace('"python3"', json.dumps(sys.executable))
     flow.write_text(text.replace('"SmolLM2-135M-Instruct.Q4_1.gguf"', json.dumps(MODEL)))
-    results = tmp_path / "results.jsonl"
+    results, trace = tmp_path / "results.jsonl", tmp_path / "trace.json"
     env = {**os.environ, "RHAPSODY_TEST_RUN": str(tmp_path)}  # inherited by the server
     command = [sys.executable, "-m", "rhapsody", "run", str(flow), "--no-progress",
-               "--results", str(results), "--run-dir", str(tmp_path / "run")]
+               "--results", str(results), "--run-dir", str(tmp_path / "run"),
+               "--trace", str(trace)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     by_uid = {r["uid"]: r for r in map(json.loads, results.read_text().splitlines())}
@@ -80,6 +81,11 @@ def test_the_services_and_ai_example_of_the_docs_runs(tmp_path: Path) -> None:
     assert "3 tasks in" in done.stdout and "3 done" in done.stdout
     assert "after: the model has answered" in done.stdout
     assert not servers_of(str(tmp_path)), "the server outlived the run"
+    # the trace shows each task under the backend that ran it
+    events = json.loads(trace.read_text())["traceEvents"]
+    names = {e["pid"]: e["args"]["name"] for e in events if e.get("name") == "process_name"}
+    spans = {e["name"]: names[e["pid"]] for e in events if e.get("ph") == "X"}
+    assert spans == {"llm": "concurrent", "ask": "inference", "after": "concurrent"}
 
 
 def test_an_ai_task_with_a_bad_field_stops_the_run_before_any_task_starts(
