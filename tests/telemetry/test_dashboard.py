@@ -222,14 +222,16 @@ READ_PAGE = """JSON.stringify({
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_chromium_shows_the_counts_of_a_running_workflow_change(tmp_path: Path) -> None:
     async def go() -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        # Two slots, 10 tasks of 0.3 s and one that fails: about 1.5 s of visible progress.
+        # Two slots, 10 tasks of 0.5 s and one that fails: about 2.5 s of visible progress,
+        # updates every 0.2 s (a loaded machine still shows several intermediate counts).
         backend = ConcurrentExecutionBackend(cores=2)
         session = Session([backend])
-        url = await session.start_dashboard(resource_poll_interval=0.2)
+        manager = await session.start_telemetry(resource_poll_interval=0.2)
+        url = await manager.start_dashboard(interval=0.2)
         ready = ServiceReady(
             session_id=session.uid, backend="local", task_id="svc", endpoint="http://127.0.0.1:8080/v1"
         )
-        session.get_telemetry().emit(ready)
+        manager.emit(ready)
         browser = await asyncio.to_thread(Chromium, tmp_path / "profile")
         try:
             page = await asyncio.to_thread(browser.open, url)
@@ -240,7 +242,7 @@ def test_chromium_shows_the_counts_of_a_running_workflow_change(tmp_path: Path) 
                     break
                 await asyncio.sleep(0.1)
             tasks: list[dict[str, Any]] = [
-                {"uid": f"s{i}", "executable": "/bin/sleep", "arguments": ["0.3"]}
+                {"uid": f"s{i}", "executable": "/bin/sleep", "arguments": ["0.5"]}
                 for i in range(10)
             ]
             tasks.append({"uid": HOSTILE, "executable": "/bin/sh", "arguments": ["-c", "exit 2"]})
