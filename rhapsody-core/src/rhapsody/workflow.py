@@ -47,19 +47,6 @@ KNOWN_TASK_KEYS = frozenset(
         "matrix",
         PARAMETERS,
         "is_service",
-        "ranks",
-        "cores_per_rank",
-        "gpus_per_rank",
-        "prompt",
-        "messages",
-        "model",
-        "system_prompt",
-        "endpoint",
-        "temperature",
-        "max_tokens",
-        "top_p",
-        "seed",
-        "stop",
         # results, present when a task dict is written back out
         "state",
         "stdout",
@@ -71,9 +58,13 @@ KNOWN_TASK_KEYS = frozenset(
         "stderr_file",
         "response",
         "usage",
+        "served_by",
+        "latency",
+        "restarts",
+        "backend",
     )
 )
-WORKFLOW_KEYS = ("backend", "backend_options", "run_dir")
+WORKFLOW_KEYS = ("backend", "backend_options", "inference_options", "run_dir")
 TOP_LEVEL_KEYS = ("tasks", "workflow")
 #: Where `rhapsody run` makes a new run directory by default, beside the workflow file.
 RUNS_FOLDER = "runs"
@@ -98,6 +89,8 @@ class Workflow:
     hints: list[str] = attrs.Factory(list)
     tasks: list[dict[str, Any]] = attrs.Factory(list)
     _sources: list[int] = attrs.Factory(list)
+    #: `[workflow] inference_options`: keyword arguments of the `inference` backend of AI tasks
+    inference_options: dict[str, Any] = attrs.Factory(dict)
 
     def expand(self, run_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
         """Expand the entries (sweeps, placeholders, dependency patterns) into `tasks`;
@@ -156,6 +149,10 @@ def read(path: str | os.PathLike[str]) -> Workflow:
     workflow = Workflow(
         path, [], settings.get("backend"), dict(settings.get("backend_options") or {}), run_dir
     )
+    inference_options = settings.get("inference_options") or {}
+    if not isinstance(inference_options, dict):
+        raise WorkflowError(f"{path}: [workflow] inference_options must be a table/mapping")
+    workflow.inference_options = dict(inference_options)
     lines = text.splitlines()
     workflow.hints += _hints(path, lines, data, TOP_LEVEL_KEYS, "")
     workflow.hints += _hints(path, lines, settings, WORKFLOW_KEYS, "[workflow]: ")

