@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from multiprocessing import resource_tracker
@@ -23,6 +24,7 @@ import pytest
 pytest.importorskip("distributed", reason="the dask backend needs dask.distributed")
 
 import anyio
+import cloudpickle
 import psutil
 from conftest import PY, http_server, tcp_client, tcp_server
 
@@ -33,6 +35,9 @@ from rhapsody.states import CANCELED, DONE, EXECUTING, FAILED
 from rhapsody_dask.backend import DaskExecutionBackend
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_process_left")]
+
+# The workers cannot import this test module: ship its functions by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 WAIT = 60.0  # bound on every wait: a failure, never a hang
 
@@ -287,7 +292,7 @@ async def test_a_log_probe_that_never_matches_fails_when_the_service_exits(
 
 
 async def test_a_log_probe_on_a_function_service_is_rejected(session: rhapsody.Session) -> None:
-    task = {"uid": "f", "function": print, "service": {"log": "ready"}}
+    task = {"uid": "f", "function": _serve_in_a_coroutine, "service": {"log": "ready"}}
     with pytest.raises(TaskValidationError, match="task 'f'") as caught:
         await session.submit_tasks([task])
     assert "a function task's output is not captured on dask" in str(caught.value)
@@ -336,3 +341,57 @@ async def test_a_probed_service_on_a_worker_of_another_host_fails_saying_why(
     assert isinstance(error, TaskExecutionError)
     assert "must run on the client's host ('login-node')" in str(error)
     assert ok is plain and plain["state"] == DONE  # not probed from here: not concerned
+
+
+async def _serve_in_a_coroutine(marker: str) -> None:
+    """A function service: listens on no port; notes that it was cancelled, then ends."""
+    try:
+        await asyncio.sleep(600)
+    except asyncio.CancelledError:
+        Path(marker).touch()
+        raise
+
+
+async def test_an_async_function_service_is_cancelled_on_its_worker(
+    session: rhapsody.Session, tmp_path: Path
+) -> None:
+    marker = tmp_path / "cancelled"
+    svc = {"uid": "coro", "function": _serve_in_a_coroutine, "args": [str(marker)],
+           "service": True}
+    futures = await session.submit_tasks(
+        [svc, {"uid": "after", "executable": "/bin/true", "dependencies": ["coro"]}]
+    )
+    with anyio.fail_after(WAIT):
+        await futures["after"]
+    assert svc["state"] == EXECUTING
+    await session.close()  # the engine cancels the attempt: the coroutine is cancelled
+    assert svc["state"] == DONE
+    assert marker.exists()
+
+
+async def test_a_plain_function_service_is_rejected(session: rhapsody.Session) -> None:
+    with pytest.raises(TaskValidationError, match="task 'f'") as caught:
+        await session.submit_tasks([{"uid": "f", "function": print, "service": True}])
+    assert "a plain function on a dask worker's thread cannot be stopped" in str(caught.value)
+
+
+async def test_asyncflow_service_workflow_runs_unmodified_on_dask(tmp_path: Path) -> None:
+    asyncflow = pytest.importorskip("radical.asyncflow")
+    backend = await DaskExecutionBackend(n_workers=2, threads_per_worker=1, work_dir=tmp_path)
+    flow = await asyncflow.WorkflowEngine.create(backend=backend)
+    try:
+
+        @flow.function_task(service=True)
+        async def server() -> None:
+            await asyncio.sleep(600)
+
+        @flow.function_task
+        async def client(dep: object) -> str:
+            return "used the service"
+
+        svc = server()
+        with anyio.fail_after(WAIT):
+            assert await client(svc) == "used the service"
+    finally:
+        with anyio.fail_after(WAIT):
+            await flow.shutdown()

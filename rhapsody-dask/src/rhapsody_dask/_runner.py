@@ -75,7 +75,7 @@ def run(job: Job) -> bytes:
     if job.client_host is not None and (elsewhere := _elsewhere(job.client_host)):
         outcome = Outcome.failure(elsewhere)
     elif job.task.function is not None:
-        outcome = _call(job.task)
+        outcome = _call(job.task, key)
     else:
         outcome = _spawn(job, key, worker)
     payload = _pickled(outcome)
@@ -108,19 +108,32 @@ def _pickled(outcome: Outcome) -> bytes:
         return bytes(cloudpickle.dumps(failure))
 
 
-def _call(task: TaskDescription) -> Outcome:
+def _call(task: TaskDescription, key: str) -> Outcome:
     assert task.function is not None
     try:
         value = task.function(*task.args, **task.kwargs)
         if inspect.isawaitable(value):  # an async function: run it on a loop of its own
-            value = asyncio.run(_awaited(value))
+            value = asyncio.run(_awaited(value, key))
+    except asyncio.CancelledError:
+        return Outcome.failure("cancelled")  # by `stop_children`: the engine has moved on
     except Exception as exc:
         return Outcome.raised(exc, _portable(exc))
     return Outcome(True, return_value=value)
 
 
-async def _awaited(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
+async def _awaited(awaitable: Awaitable[Any], key: str) -> Any:
+    """Await an async function task where `stop_children` can cancel it (a plain function on
+    a worker thread cannot be stopped; a coroutine can, on its own loop)."""
+    running = asyncio.ensure_future(awaitable)
+    with _lock:
+        _coroutines[key] = (asyncio.get_running_loop(), running)
+        if _cancelled.pop(key, None) is not None:  # cancelled before it started
+            running.cancel()
+    try:
+        return await running
+    finally:
+        with _lock:
+            _coroutines.pop(key, None)
 
 
 def _portable(exc: Exception) -> Exception:
@@ -142,6 +155,8 @@ def _portable(exc: Exception) -> Exception:
 # Children of tasks running on this worker, by dask key; `stop_children` reaches them from the
 # worker's event loop while the task's thread waits on them.
 _children: dict[str, subprocess.Popen[bytes]] = {}
+# Async function tasks running on this worker, by dask key: their loops and asyncio tasks.
+_coroutines: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
 # Keys whose kill arrived before their child was registered, with the grace to give it
 # (bounded: a key cancelled before it ever ran would otherwise stay forever).
 _cancelled: collections.OrderedDict[str, float] = collections.OrderedDict()
@@ -272,12 +287,16 @@ async def stop_children(
 ) -> int:
     """Stop the children of tasks `keys` (and of every key starting with `prefix`) on this
     worker: SIGTERM to each process group, SIGKILL to those still running after `grace`
-    seconds. The backend broadcasts it with `Client.run`, which runs it on the worker's event
-    loop; it returns how many children it signalled."""
+    seconds; async function tasks among them are cancelled on their loops. The backend
+    broadcasts it with `Client.run`, which runs it on the worker's event loop; it returns how
+    many children it signalled."""
     with _lock:
         found = [c for k, c in _children.items() if k in keys or (prefix and k.startswith(prefix))]
+        for k, (loop, running) in _coroutines.items():
+            if k in keys or (prefix and k.startswith(prefix)):
+                loop.call_soon_threadsafe(running.cancel)
         for key in keys:
-            if key not in _children:
+            if key not in _children and key not in _coroutines:
                 _cancelled[key] = grace
         while len(_cancelled) > _CANCELLED_KEPT:
             _cancelled.popitem(last=False)

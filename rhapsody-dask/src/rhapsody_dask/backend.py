@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import math
 import os
@@ -244,6 +245,14 @@ class DaskExecutionBackend(BaseExecutionBackend):
                         uid=task.uid,
                         field=field,
                     )
+            if task.service is not None and not inspect.iscoroutinefunction(task.function):
+                raise TaskValidationError(
+                    "a service must be stoppable, and a plain function on a dask worker's "
+                    "thread cannot be stopped: make it an async function, or run the service "
+                    "as an executable",
+                    uid=task.uid,
+                    field="service",
+                )
         shape = self._shape
         # Only the embedded cluster's workers are known for good; elsewhere workers may join
         # later (adaptive or batch-queued clusters), and a task waits for one that fits.
@@ -288,7 +297,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
         try:
             return await self._outcome(key, future)
         except asyncio.CancelledError:  # cancelled or timed out by the engine
-            self._abort(future, None if task.function is not None else key)
+            self._abort(future, key)
             raise
         finally:
             del self._attempts[key]
@@ -405,12 +414,12 @@ class DaskExecutionBackend(BaseExecutionBackend):
             ctx.output(message[2])
 
     # -- cancellation ----------------------------------------------------------------------------
-    def _abort(self, future: Future[bytes], kill: str | None) -> None:
-        """Release a cancelled or timed-out attempt, and stop the process group of executable
-        attempt `kill`. A running function cannot be interrupted: dask cannot stop a thread."""
+    def _abort(self, future: Future[bytes], key: str) -> None:
+        """Release a cancelled or timed-out attempt, and stop attempt `key` on its worker: the
+        process group of an executable, the coroutine of an async function. A running plain
+        function cannot be interrupted: dask cannot stop a thread."""
         self._to_cancel.append(future)
-        if kill is not None:
-            self._to_kill.append(kill)
+        self._to_kill.append(key)
         if not self._abort_scheduled:  # one message for every abort of this loop iteration
             self._abort_scheduled = True
             asyncio.get_running_loop().call_soon(self._send_aborts)
