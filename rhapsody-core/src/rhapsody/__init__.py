@@ -21,8 +21,9 @@ from rhapsody.states import StateMapper, TasksMainStates
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from rhapsody.backends.base import BaseBackend, BaseExecutionBackend
+    from rhapsody.backends.base import BaseExecutionBackend
     from rhapsody.compat import BackendRegistry, enable_logging, logger
+    from rhapsody.compat.backend import BaseBackend
     from rhapsody.inference.task import AITask
     from rhapsody.session import Session
     from rhapsody.sweeps import expand
@@ -33,7 +34,7 @@ _LAZY = {
     "ComputeTask": "rhapsody.tasks",
     "AITask": "rhapsody.inference.task",
     "BaseExecutionBackend": "rhapsody.backends.base",
-    "BaseBackend": "rhapsody.backends.base",
+    "BaseBackend": "rhapsody.compat.backend",
     "expand": "rhapsody.sweeps",
     # rhapsody-py's names (docs/migrating.md)
     "BackendRegistry": "rhapsody.compat",

@@ -98,7 +98,9 @@ class Session:
     def add_backend(self, backend: BaseExecutionBackend) -> None:
         self._check_open()
         if not isinstance(backend, BaseExecutionBackend):
-            raise SessionError(f"not a backend: {backend!r}")
+            from rhapsody.compat.backend import adapt
+
+            backend = adapt(backend)  # rhapsody-py's BaseBackend contract, else SessionError
         if backend.name in self._backends:
             raise SessionError(
                 f"two backends are named {backend.name!r}; give each a unique name= "

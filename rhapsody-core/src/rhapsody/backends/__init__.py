@@ -1,6 +1,6 @@
 """Backends and the seed import paths (`rhapsody.backends`, `.constants`, `.execution`)."""
 
-from rhapsody.backends.base import BaseBackend, BaseExecutionBackend, Outcome, TaskFutures
+from rhapsody.backends.base import BaseExecutionBackend, Outcome, TaskFutures
 from rhapsody.backends.constants import StateMapper, TasksMainStates
 from rhapsody.backends.execution import ConcurrentExecutionBackend, NoopExecutionBackend
 from rhapsody.plugins import discover_backends, get_backend
@@ -26,6 +26,10 @@ def __getattr__(name: str) -> object:
         from rhapsody.session import Session
 
         return Session
+    if name == "BaseBackend":  # rhapsody-py's abstract contract
+        from rhapsody.compat.backend import BaseBackend
+
+        return BaseBackend
     from rhapsody.compat.engines import CLASSES, engine_class
 
     if name in CLASSES:  # rhapsody-py's names, imported only when asked for

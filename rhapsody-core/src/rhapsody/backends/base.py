@@ -173,7 +173,7 @@ class TaskFutures(list):  # type: ignore[type-arg]
 
 
 class BaseExecutionBackend:
-    """Base class of every backend (`BaseBackend` is the same class).
+    """Base class of every backend.
 
     Subclasses implement `_execute(task, ctx) -> Outcome` (async, or plain for backends whose
     launches complete at once) and may override `_start`, `_stop`, `_check_task`.
@@ -984,7 +984,15 @@ class BaseExecutionBackend:
         return dependents
 
 
-BaseBackend = BaseExecutionBackend
+
+
+def __getattr__(name: str) -> Any:
+    # The import path of rhapsody-py's abstract backend contract (it lives in rhapsody.compat).
+    if name == "BaseBackend":
+        from rhapsody.compat.backend import BaseBackend
+
+        return BaseBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # Default names held by backends not yet shut down. Clients route by name (AsyncFlow keeps a
 # dict by `backend.name`, silently replacing an entry), so a second live instance with the same
