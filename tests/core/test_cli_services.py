@@ -194,10 +194,48 @@ def test_a_service_that_fails_before_ready_fails_the_run_with_its_reason(tmp_pat
     command = [sys.executable, "-m", "rhapsody", "run", str(flow), "--no-progress",
                "--results", str(results), "--run-dir", str(tmp_path / "run")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "2 tasks in" in done.stdout and "2 failed" in done.stdout
+    shown = done.stdout + done.stderr + results.read_text()  # what a failure below shows
+    assert done.returncode == 1, shown
+    assert "2 tasks in" in done.stdout and "2 failed" in done.stdout, shown
     assert "tasks not DONE" in done.stdout
     by_uid = {r["uid"]: r for r in map(json.loads, results.read_text().splitlines())}
-    assert "service exited before it was ready: exit code 1" in by_uid["pong"]["reason"]
-    assert by_uid["pong"]["stderr"].strip() == "no config"
-    assert "dependency 'pong' failed" in by_uid["client"]["reason"]
+    assert "service exited before it was ready: exit code 1" in by_uid["pong"]["reason"], shown
+    assert by_uid["pong"]["stderr"].strip() == "no config", shown
+    assert "dependency 'pong' failed" in by_uid["client"]["reason"], shown
+
+
+UNREACHABLE = """
+[workflow]
+inference_options = {options}
+
+[[tasks]]
+uid = "ask"
+prompt = "hi"
+endpoint = "http://127.0.0.1:9"
+"""
+
+
+def test_inference_options_of_the_workflow_configure_the_ai_tasks_backend(
+    tmp_path: Path,
+) -> None:
+    flow = tmp_path / "flow.toml"
+    flow.write_text(UNREACHABLE.format(options="{ max_retries = 1, backoff = 0.01 }"))
+    results = tmp_path / "results.jsonl"
+    command = [sys.executable, "-m", "rhapsody", "run", str(flow), "--no-progress",
+               "--results", str(results), "--run-dir", str(tmp_path / "run")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    [record] = map(json.loads, results.read_text().splitlines())
+    assert "task 'ask': gave up after 2 tries: http://127.0.0.1:9" in record["reason"]
+
+
+def test_bad_inference_options_are_a_start_up_error(tmp_path: Path) -> None:
+    flow = tmp_path / "flow.toml"
+    flow.write_text(UNREACHABLE.format(options="{ max_in_flight = 0 }"))
+    command = [sys.executable, "-m", "rhapsody", "run", str(flow), "--no-progress",
+               "--run-dir", str(tmp_path / "run")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "[workflow] inference_options: max_in_flight must be >= 1, got 0" in " ".join(
+        done.stdout.split()
+    )

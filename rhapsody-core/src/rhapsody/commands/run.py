@@ -147,6 +147,16 @@ def _make_backend(name: str, options: dict[str, Any], platform: str | None) -> B
         raise BackendError(f"backend {name!r}: {exc}") from exc
 
 
+def _inference_backend(options: dict[str, Any]) -> BaseExecutionBackend:
+    """The backend of the AI tasks, with the workflow's `inference_options`."""
+    from rhapsody.inference.backend import InferenceBackend
+
+    try:
+        return InferenceBackend(name="inference", **options)
+    except (TypeError, ValueError) as exc:
+        raise BackendError(f"[workflow] inference_options: {exc}") from exc
+
+
 async def _run(
     flow: workflows.Workflow,
     name: str,
@@ -160,11 +170,14 @@ async def _run(
         if args.results:
             results = ResultsFile(args.results)
         backend = _make_backend(name, flow.backend_options, args.platform)
+        backends = [backend]
+        if flow.inference_options:  # else the session makes a default one for AI tasks
+            backends.append(_inference_backend(flow.inference_options))
         await backend
-        session = Session([backend], journal=journal)
+        session = Session(backends, journal=journal)
         telemetry = await telemetry_options.start(args, session, console)
     except (RhapsodyError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         if journal is not None:
             journal.close()
         if results is not None:
