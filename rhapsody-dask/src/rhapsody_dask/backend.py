@@ -67,6 +67,11 @@ class DaskExecutionBackend(BaseExecutionBackend):
     :param max_output: bytes of stdout/stderr returned per task; beyond it the whole stream is
         written to ``work_dir`` (``stdout_file``/``stderr_file``) and the dict keeps the tail.
     :param kill_grace: seconds between SIGTERM and SIGKILL when a running executable is stopped.
+    :param no_worker_timeout: address=/cluster= only: seconds that tasks sent to dask wait once
+        no worker is connected any more (every worker lost: its batch job ended, its node
+        failed); then they fail, and tasks sent later fail at once, until a worker connects
+        again. ``None`` waits for ever. Before the first worker connects (batch jobs still
+        queued) tasks wait without this bound.
     """
 
     backend_name = BACKEND_NAME
@@ -90,6 +95,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
         work_dir: str | os.PathLike[str] | None = None,
         max_output: int = 1 << 20,
         kill_grace: float = 2.0,
+        no_worker_timeout: float | None = 60.0,
     ) -> None:
         if address is not None and cluster is not None:
             raise ValueError("give either address= or cluster=, not both")
@@ -104,6 +110,8 @@ class DaskExecutionBackend(BaseExecutionBackend):
             raise ValueError(f"max_output must be >= 1 byte, got {max_output}")
         if kill_grace < 0:
             raise ValueError(f"kill_grace must be >= 0 seconds, got {kill_grace}")
+        if no_worker_timeout is not None and not no_worker_timeout >= 0:
+            raise ValueError(f"no_worker_timeout must be >= 0 seconds, got {no_worker_timeout}")
         super().__init__(name, work_dir=work_dir)
         self._address = address
         self._cluster = cluster
@@ -117,6 +125,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
         self._restrict_cores = restrict_cores
         self._max_output = max_output
         self._kill_grace = kill_grace
+        self._no_worker_timeout = no_worker_timeout
         self._states = StateMapper(BACKEND_NAME, native=TASK_STATES)
         # Keys and topic carry a token: backends sharing a scheduler never see each other's tasks.
         token = uuid.uuid4().hex[:12]
@@ -135,6 +144,13 @@ class DaskExecutionBackend(BaseExecutionBackend):
         self._workers_asked = -math.inf
         self._workers_asking: asyncio.Future[list[dict[str, Any]]] | None = None
         self._worker_count = 0
+        # Every worker lost (see `_watch_workers`): since when, and the attempts failed for it.
+        self._futures: dict[str, Future[bytes]] = {}  # the dask future of each key in _attempts
+        self._placing = 0  # tasks waiting in `_place` for a worker
+        self._had_workers = False
+        self._no_worker_since: float | None = None
+        self._lost: dict[str, str] = {}  # key -> why it was failed
+        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def client(self) -> Client | None:
@@ -184,11 +200,17 @@ class DaskExecutionBackend(BaseExecutionBackend):
             raise
         self._client = client
         client.subscribe_topic(self._topic, self._on_event)
+        if self._shape is None and self._no_worker_timeout is not None:
+            self._watcher = asyncio.ensure_future(self._watch_workers(self._no_worker_timeout))
 
     async def _stop(self) -> None:
         client = self._client
         assert client is not None
         embedded = self._embedded
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         # The embedded scheduler runs in this process and complains (even at CRITICAL) about
         # every message it can no longer deliver while things close: expected, so not shown.
         quiet = _quiet.silenced() if embedded else contextlib.nullcontext()
@@ -294,6 +316,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
                 f"the task could not be sent to dask: {type(exc).__name__}: {exc}", exception=exc
             )
         self._attempts[key] = ctx
+        self._futures[key] = future
         try:
             return await self._outcome(key, future)
         except asyncio.CancelledError:  # cancelled or timed out by the engine
@@ -301,7 +324,9 @@ class DaskExecutionBackend(BaseExecutionBackend):
             raise
         finally:
             del self._attempts[key]
+            del self._futures[key]
             self._finished.pop(key, None)
+            self._lost.pop(key, None)
 
     async def _outcome(self, key: str, future: Future[bytes]) -> Outcome:
         try:
@@ -311,10 +336,10 @@ class DaskExecutionBackend(BaseExecutionBackend):
             payload = self._finished.pop(key, None)
             if payload is None:
                 if self._states.to_main_state(str(future.status)) != DONE:
-                    return self._dask_failure(future, error)
+                    return self._dask_failure(key, future, error)
                 payload = await future
         except Exception as exc:
-            return self._dask_failure(future, exc)
+            return self._dask_failure(key, future, exc)
         try:
             outcome: Outcome = pickle.loads(payload)
         except Exception as exc:  # e.g. the return value's class cannot be imported here
@@ -324,8 +349,12 @@ class DaskExecutionBackend(BaseExecutionBackend):
             )
         return outcome
 
-    def _dask_failure(self, future: Future[bytes], exc: BaseException | None) -> Outcome:
+    def _dask_failure(
+        self, key: str, future: Future[bytes], exc: BaseException | None
+    ) -> Outcome:
         """The runner returns task failures, so an error here is dask's: say which."""
+        if (lost := self._lost.get(key)) is not None:
+            return Outcome.failure(lost)
         if self._states.to_main_state(str(future.status)) == CANCELED:
             return Outcome.failure("dask cancelled the task (was its scheduler restarted?)")
         if isinstance(exc, KilledWorker):
@@ -347,9 +376,16 @@ class DaskExecutionBackend(BaseExecutionBackend):
         when it is sent (workers come and go: a batch-queued job starts, an adaptive cluster
         scales); or why no connected worker can ever run it. Waits while no worker is there."""
         workers = await self._workers_now(fresh=False)
-        while not workers:
-            await asyncio.sleep(_WORKER_POLL)
-            workers = await self._workers_now(fresh=True)
+        if not workers:
+            self._placing += 1
+            try:
+                while not workers:
+                    if (lost := self._all_lost()) is not None:
+                        return lost
+                    await asyncio.sleep(_WORKER_POLL)
+                    workers = await self._workers_now(fresh=True)
+            finally:
+                self._placing -= 1
         restrict = self._restrict_cores
         if restrict is None:
             restrict = all(CORES in (w.get("resources") or {}) for w in workers)
@@ -396,8 +432,51 @@ class DaskExecutionBackend(BaseExecutionBackend):
             sizes.setdefault(size, {"resources": resources, "nthreads": worker.get("nthreads")})
         self._workers = list(sizes.values())
         self._worker_count = len(workers)
+        self._counted(len(workers))
         self._workers_asked = asyncio.get_running_loop().time()
         return self._workers
+
+    async def _watch_workers(self, timeout: float) -> None:
+        """While tasks are sent or waiting for a worker, count the connected workers; once none
+        has been connected for `timeout` seconds (after some were), fail the attempts dask
+        holds: with no worker to run them they would wait in dask for ever."""
+        client = self._client
+        assert client is not None and client.scheduler is not None
+        while True:
+            await asyncio.sleep(_WORKER_POLL)
+            if not (self._attempts or self._placing):
+                continue
+            try:
+                connected = len(await client.scheduler.ncores())
+            except Exception as exc:  # the scheduler is gone: the attempts' futures say so
+                logger.debug("%s: cannot count the dask workers: %s", self.name, exc)
+                continue
+            self._counted(connected)
+            if (reason := self._all_lost()) is not None:
+                stranded = [key for key in self._futures if key not in self._lost]
+                for key in stranded:
+                    self._lost[key] = reason
+                if stranded:
+                    futures = [self._futures[key] for key in stranded]
+                    self._track(client.cancel(futures))  # type: ignore[no-untyped-call]
+
+    def _counted(self, connected: int) -> None:
+        """Start or stop the no-worker clock. It runs only after some worker was connected:
+        before that, batch jobs may still be queued, and `_place` waits for them."""
+        if connected:
+            self._had_workers, self._no_worker_since = True, None
+        elif self._had_workers and self._no_worker_since is None:
+            self._no_worker_since = asyncio.get_running_loop().time()
+
+    def _all_lost(self) -> str | None:
+        """Why tasks cannot run: every worker lost for longer than `no_worker_timeout`."""
+        since, timeout = self._no_worker_since, self._no_worker_timeout
+        if since is None or timeout is None or asyncio.get_running_loop().time() - since < timeout:
+            return None
+        return (
+            f"every dask worker was lost (their jobs ended or their nodes failed) and none "
+            f"connected again within no_worker_timeout={timeout:g} s, so no worker could run it"
+        )
 
     def _on_event(self, event: tuple[float, list[Any]]) -> None:
         # Runs on the caller's loop (the client's). Late events of settled attempts are ignored.
