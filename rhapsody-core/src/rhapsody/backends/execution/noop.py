@@ -66,9 +66,15 @@ class NoopExecutionBackend(BaseExecutionBackend):
         pause = gc.isenabled()
         if pause:
             gc.disable()
+        # One scheduling pass for the batch, as when tasks finish inside a launch: each
+        # completion would otherwise run a pass of its own (measured: 8x the engine's cost).
+        self._scheduling = True
         try:
             for future in launched:
                 future.complete()
+            self._scheduling = False
+            self._schedule()
         finally:
+            self._scheduling = False
             if pause:
                 gc.enable()
