@@ -232,3 +232,52 @@ def test_bad_inference_options_are_a_start_up_error(tmp_path: Path) -> None:
     assert "[workflow] inference_options: max_in_flight must be >= 1, got 0" in " ".join(
         done.stdout.split()
     )
+
+
+# A task that asks the server for its models without the key, and prints the HTTP status.
+INTRUDER = """
+[[tasks]]
+uid = "intruder"
+executable = {python}
+arguments = ["-c", '''
+import os, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(os.environ["RHAPSODY_SERVICE_LLM"] + "/v1/models", timeout=30)
+    print(200)
+except urllib.error.HTTPError as e:
+    print(e.code)
+''']
+dependencies = ["llm"]
+"""
+
+
+def doc_key_lines() -> str:
+    text = DOCS.read_text()
+    section = text[text.index("\n## Services and AI tasks\n") :]
+    section = section[section.index("```toml\n") + 8 :]  # past the workflow
+    start = section.index("```toml\n") + 8
+    return section[start : section.index("\n```\n", start)]
+
+
+@requires_model
+def test_the_docs_api_key_lines_protect_the_server_and_are_not_recorded(tmp_path: Path) -> None:
+    assert MODEL is not None
+    key_lines = doc_key_lines()
+    assert 'auth = "API_KEY"' in key_lines
+    text = doc_example().replace('"python3"', json.dumps(sys.executable))
+    text = text.replace('"SmolLM2-135M-Instruct.Q4_1.gguf"', json.dumps(MODEL))
+    text = text.replace('service = { http = "/v1/models" }', key_lines, 1)
+    flow = tmp_path / "llm.toml"
+    flow.write_text(text + INTRUDER.format(python=json.dumps(sys.executable)))
+    results, journal = tmp_path / "results.jsonl", tmp_path / "run.db"
+    command = [sys.executable, "-m", "rhapsody", "run", str(flow), "--no-progress",
+               "--results", str(results), "--journal", str(journal),
+               "--run-dir", str(tmp_path / "run")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    by_uid = {r["uid"]: r for r in map(json.loads, results.read_text().splitlines())}
+    assert "Paris" in by_uid["ask"]["response"]
+    assert by_uid["intruder"]["stdout"].strip() == "401"  # refused without the key
+    for path in (results, journal):
+        assert b"a-long-random-token" not in path.read_bytes()
+    assert "a-long-random-token" not in done.stdout + done.stderr
