@@ -68,6 +68,8 @@ class BackendConformance:
     #: whether the backend runs executables / Python functions
     runs_executables: ClassVar[bool] = True
     runs_functions: ClassVar[bool] = True
+    #: whether the backend runs service tasks (executables that dependents use while they run)
+    runs_services: ClassVar[bool] = True
     #: bytes each stream of the large-output check writes (above the usual in-memory limits)
     large_output_bytes: ClassVar[int] = 3 << 20
 
@@ -442,9 +444,33 @@ class BackendConformance:
         assert futures[0].cancelled(), futures[0]
         await self._assert_tree_gone(pids)
 
-    async def _assert_tree_gone(self, pidfile: Path) -> None:
+    @pytest.mark.anyio
+    async def test_service_serves_its_dependents_until_stopped(
+        self, backend: BaseExecutionBackend, tmp_path: Path
+    ) -> None:
+        if not self.runs_services:
+            _skip(f"{type(self).__name__} runs no services (runs_services = False)")
+        pidfile = tmp_path / "service.pid"
+        server = self._executable("do.service", probes.service(str(pidfile)))
+        client = self._executable("do.client", probes.service_client("do.service"))
+        futures = await backend.submit_tasks([server, client])
+        with anyio.fail_after(self.wait_timeout):
+            await asyncio.wait([futures["do.client"]])
+        assert client.get("state") == DONE, f"the service's user ended {client.get('state')}"
+        assert client["stdout"].strip() == "pong", f"the user read {client['stdout']!r}"
+        assert futures["do.service"].done(), "a ready service's future resolves"
+        assert server["state"] == EXECUTING, f"the service ended too early: {server['state']}"
+        assert isinstance(server.get("endpoint"), str), "a ready service has an endpoint"
+        assert await backend.cancel_task("do.service") is True
+        with anyio.fail_after(self.wait_timeout):
+            while server["state"] not in FINAL_STATES:  # noqa: ASYNC110 - any backend's dict
+                await asyncio.sleep(0.02)
+        assert server["state"] == "CANCELED", server["state"]
+        await self._assert_tree_gone(pidfile, 1)
+
+    async def _assert_tree_gone(self, pidfile: Path, count: int = 2) -> None:
         found = _pids(pidfile)
-        assert len(found) == 2, f"the task wrote {found} to {pidfile}: raise its timeout?"
+        assert len(found) == count, f"the task wrote {found} to {pidfile}: raise its timeout?"
         try:
             with anyio.move_on_after(self.wait_timeout):  # SIGTERM, grace, SIGKILL
                 while any(map(_alive, found)):  # noqa: ASYNC110 - no exit event for strangers

@@ -38,6 +38,40 @@ _SPAN = (
 )
 
 
+# A TCP server on port `argv[1]` that writes its pid to `argv[2]` and answers "pong".
+_SERVICE = (
+    "import os,socket,sys;s=socket.create_server(('127.0.0.1',int(sys.argv[1])));"
+    "open(sys.argv[2],'w').write(str(os.getpid()));"
+    "exec('while True:\\n c,_=s.accept();c.sendall(b\\'pong\\');c.close()')"
+)
+# Connects to the endpoint in the environment variable `argv[1]` and prints what it reads.
+_CLIENT = (
+    "import os,socket,sys;h,p=os.environ[sys.argv[1]].rsplit(':',1);"
+    "c=socket.create_connection((h,int(p)),timeout=30);print(c.recv(16).decode())"
+)
+
+
+def service(pidfile: str) -> dict[str, Any]:
+    """A TCP service task (`{port}` filled in by the engine) that writes its pid to `pidfile`."""
+    return {
+        "executable": sys.executable,
+        "arguments": ["-c", _SERVICE, "{port}", pidfile],
+        "service": {"tcp": True},
+    }
+
+
+def service_client(service_uid: str) -> dict[str, Any]:
+    """A task using `service_uid` through the endpoint the engine gives it."""
+    from rhapsody.services import endpoint_variable
+
+    variable = endpoint_variable(service_uid)
+    return {
+        "executable": sys.executable,
+        "arguments": ["-c", _CLIENT, variable],
+        "dependencies": [service_uid],
+    }
+
+
 def report(*arguments: str) -> dict[str, Any]:
     """A task printing its arguments, working directory and environment as JSON."""
     return {"executable": sys.executable, "arguments": ["-c", _REPORT, *arguments]}
