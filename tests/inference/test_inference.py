@@ -84,6 +84,16 @@ async def test_a_list_of_prompts_gives_one_response_each_and_the_usage_of_all() 
 
 
 @requires_model
+async def test_the_completions_api_continues_a_prompt() -> None:
+    async with rhapsody.Session() as session:
+        done = ask("complete", "The capital of France is", api="completions", max_tokens=4,
+                   system_prompt=None)
+        futures = await session.submit_tasks([llm(), done])
+        await asyncio.wait_for(futures["complete"], 120)
+    assert "Paris" in done["response"] and done["usage"]["completion_tokens"] > 0  # type: ignore[index]
+
+
+@requires_model
 async def test_compute_and_ai_tasks_depend_on_each_other_both_ways() -> None:
     async with rhapsody.Session() as session:
         make = {"uid": "make", "executable": "/bin/echo", "arguments": ["France"]}
@@ -227,6 +237,49 @@ async def test_ai_task_objects_are_awaitable() -> None:
         done = await asyncio.wait_for(task, 120)
     assert done is task and task.response == "The capital of France is Paris."
     assert task.state == DONE
+
+
+async def test_busy_answers_are_retried_with_backoff() -> None:
+    """A server answering 503 (then 429) is retried; the third answer is used. (A stand-in
+    server: llama.cpp cannot be made to answer 503 on demand; the real-server tests above
+    cover the rest.)"""
+    answers = [(503, b"busy"), (429, b"slow down"), (200, _REPLY)]
+    seen: list[float] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(
+            line.split(b":")[1] for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        ))
+        await reader.readexactly(length)
+        seen.append(asyncio.get_running_loop().time())
+        status, body = answers.pop(0)
+        writer.write(
+            b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Retry-After: 0\r\nConnection: close\r\n\r\n%s" % (status, len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    backend = InferenceBackend(name="inference", backoff=0.2, max_retries=3)
+    try:
+        async with rhapsody.Session([backend]) as session:
+            task = {"uid": "busy", "prompt": "hi", "model": "m",
+                    "endpoint": f"http://127.0.0.1:{port}"}
+            done = await asyncio.wait_for((await session.submit_tasks([task]))["busy"], 60)
+    finally:
+        server.close()
+    assert done["response"] == "ok" and len(seen) == 3
+    assert seen[1] - seen[0] >= 0.2 and seen[2] - seen[1] >= 0.4  # doubled each time
+
+
+_REPLY = (
+    b'{"model": "m", "choices": [{"message": {"role": "assistant", "content": "ok"}}],'
+    b' "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}'
+)
 
 
 async def test_an_unreachable_server_is_retried_then_fails_naming_it() -> None:
