@@ -290,8 +290,8 @@ def test_a_backend_reused_by_a_second_engine(tmp_path: Path) -> None:
 
 
 def test_services_find_each_other_through_the_session_registry(tmp_path: Path) -> None:
-    """A service task publishes its endpoint; a dependent looks it up (AsyncFlow has no way
-    to wait for a service to be ready, the registry is that way)."""
+    """A service task publishes its endpoint; a dependent looks it up in the registry. The
+    service's future resolves once it is ready (its endpoint: None, it has no port)."""
 
     async def go() -> None:
         from rhapsody import registry
@@ -335,9 +335,8 @@ def test_services_find_each_other_through_the_session_registry(tmp_path: Path) -
                 assert await client() == b"echo:ping\n"
                 assert (await exe_client()).startswith("127.0.0.1:")
                 assert service.task["is_service"] is True
-                service.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await service
+                assert await service is None  # ready: resolved, still running
+                assert service.task["state"] == "EXECUTING"
         finally:
             await session.close()
 

@@ -55,7 +55,15 @@ def test_discovery_follows_what_is_installed(fresh_python: Path) -> None:
     pip(fresh_python, "install", str(ROOT / "rhapsody-core"))
     result = probe(fresh_python)
     found = result["found"]
-    assert found == {"concurrent": True, "noop": True, "dask": False, "radical_pilot": False}
+    assert found == {
+        "concurrent": True,
+        "noop": True,
+        "dask": False,
+        "radical_pilot": False,
+        "inference": False,  # its HTTP client is an extra: rhapsody-core[inference]
+    }
+    pip(fresh_python, "install", "httpx")
+    assert probe(fresh_python)["found"]["inference"] is True  # type: ignore[index]
 
     pip(fresh_python, "install", str(ROOT / "rhapsody-dask"))
     result = probe(fresh_python)
