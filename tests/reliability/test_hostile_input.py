@@ -66,7 +66,12 @@ class Serving:
 
         async def go() -> list[Any]:
             futures = await self.backend.submit_tasks(list(tasks))
-            return list(await asyncio.gather(*futures, return_exceptions=True))
+            results = list(await asyncio.gather(*futures, return_exceptions=True))
+            # A service's future resolves once it is ready: wait for it to end (these end
+            # at once: /bin/true), or for the backend to say it still runs.
+            while any(t.get("service") and t.get("state") not in FINAL_STATES for t in tasks):
+                await asyncio.sleep(0.01)
+            return results
 
         result: list[Any] = self.run(go())
         return result
