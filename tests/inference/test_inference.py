@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import CAPITAL, MODEL, SYSTEM, llama_processes, requires_model
+from inference_support import CAPITAL, MODEL, SYSTEM, llama_processes, requires_model
 
 import rhapsody
 from rhapsody.errors import TaskExecutionError, TaskValidationError

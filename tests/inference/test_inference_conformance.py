@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
-from conftest import MODEL, requires_model
+from inference_support import MODEL, requires_model
 
 from rhapsody.backends.base import BaseExecutionBackend
 from rhapsody.inference.backend import InferenceBackend

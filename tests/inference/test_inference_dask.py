@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("distributed", reason="the dask backend needs dask.distributed")
 
 import psutil
-from conftest import CAPITAL, MODEL, SYSTEM, llama_processes, requires_model
+from inference_support import CAPITAL, MODEL, SYSTEM, llama_processes, requires_model
 
 import rhapsody
 from rhapsody.inference import launchers

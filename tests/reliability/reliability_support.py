@@ -70,7 +70,9 @@ def working_in(root: Path) -> list[psutil.Process]:
     daemons and the tasks its agent started are not descendants of this process."""
     found = []
     for proc in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):  # exited meanwhile, or not ours to read
+        # Exited meanwhile, or not ours to read (psutil raises a bare FileNotFoundError for
+        # a process that exits while it reads /proc/PID/cwd).
+        with contextlib.suppress(psutil.Error, FileNotFoundError):
             if proc.pid != os.getpid() and Path(proc.cwd()).is_relative_to(root):
                 found.append(proc)
     return found

@@ -67,9 +67,9 @@ class Serving:
         async def go() -> list[Any]:
             futures = await self.backend.submit_tasks(list(tasks))
             results = list(await asyncio.gather(*futures, return_exceptions=True))
-            # A service's future resolves once it is ready: wait for it to end (these end
-            # at once: /bin/true), or for the backend to say it still runs.
-            while any(t.get("service") and t.get("state") not in FINAL_STATES for t in tasks):
+            # A service's future resolves once it is ready (`service={}` is one too): wait
+            # for it to end (every accepted task here runs /bin/true, which ends at once).
+            while any("service" in t and t.get("state") not in FINAL_STATES for t in tasks):  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
             return results
 

@@ -13,7 +13,7 @@ import shutil
 import sys
 
 import pytest
-from conftest import PY, TCP_SERVER, http_server, tcp_client, tcp_server
+from service_support import PY, TCP_SERVER, http_server, tcp_client, tcp_server
 
 import rhapsody
 from rhapsody.backends.execution import ConcurrentExecutionBackend

@@ -26,7 +26,7 @@ pytest.importorskip("distributed", reason="the dask backend needs dask.distribut
 import anyio
 import cloudpickle
 import psutil
-from conftest import PY, http_server, tcp_client, tcp_server
+from service_support import PY, http_server, tcp_client, tcp_server
 
 import rhapsody
 from rhapsody.errors import TaskExecutionError, TaskValidationError
