@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.parse
@@ -285,7 +286,7 @@ def test_rhapsody_run_dashboard_prints_a_tokened_url(tmp_path: Path) -> None:
     workflow = tmp_path / "flow.json"
     workflow.write_text(json.dumps({"tasks": [{"uid": "a", "executable": "/bin/true"}]}))
     out = subprocess.run(
-        ["rhapsody", "run", str(workflow), "--dashboard", "--no-progress",
+        [sys.executable, "-m", "rhapsody", "run", str(workflow), "--dashboard", "--no-progress",
          "--telemetry", str(tmp_path / "t.jsonl")],
         capture_output=True,
         text=True,
@@ -309,7 +310,8 @@ def test_rhapsody_run_reports_telemetry_that_cannot_start(tmp_path: Path) -> Non
         taken.listen()
         port = taken.getsockname()[1]
         out = subprocess.run(
-            ["rhapsody", "run", str(workflow), "--no-progress", "--prometheus-port", str(port)],
+            [sys.executable, "-m", "rhapsody", "run", str(workflow), "--no-progress",
+             "--prometheus-port", str(port)],
             capture_output=True,
             text=True,
             timeout=120,
