@@ -1,13 +1,46 @@
-"""Shared by the session's loopback services (registry, proxy)."""
+"""Shared by the session's loopback services (registry, proxy, gateway) and the probes."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import Any, TypeVar
 
 HOST = "127.0.0.1"
+T = TypeVar("T")
+
+
+async def bounded(awaitable: Awaitable[T], timeout: float) -> T:
+    """`awaitable`'s result within `timeout` seconds, else `asyncio.TimeoutError`.
+
+    Unlike `asyncio.wait_for` of Python 3.10/3.11, a cancellation that meets the awaitable's
+    failure is never turned into that failure (a retry loop catching OSError would then go on
+    after its cancellation)."""
+    inner = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait([inner], timeout=timeout)
+    except asyncio.CancelledError:
+        inner.cancel()
+        raise
+    if not done:
+        inner.cancel()
+        raise asyncio.TimeoutError
+    return inner.result()
+
+
+async def connect(
+    host: str, port: int, timeout: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """`asyncio.open_connection` bounded by `timeout` (as `bounded`); a connection that was
+    made just as the caller was cancelled is closed, not leaked."""
+    opening = asyncio.ensure_future(asyncio.open_connection(host, port))
+    try:
+        return await bounded(opening, timeout)
+    except asyncio.CancelledError:
+        if opening.done() and not opening.cancelled() and opening.exception() is None:
+            opening.result()[1].close()
+        raise
 
 
 async def close_server(server: asyncio.AbstractServer, connections: set[asyncio.Task[Any]]) -> None:
@@ -32,6 +65,17 @@ class LoopbackServer:
         self._socket: socket.socket | None = None
         self._connections: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self.address: str | None = None
+
+    def bind(self) -> str:
+        """Take the port now, without an event loop; returns the address. Connections are
+        answered once `start()` ran."""
+        if self.address is None:
+            self.address = self._address(self._bind_port())
+        return self.address
+
+    def _address(self, port: int) -> str:
+        return f"{HOST}:{port}"
 
     @property
     def running(self) -> bool:

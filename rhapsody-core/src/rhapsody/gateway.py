@@ -20,8 +20,8 @@ import contextlib
 import hmac
 import logging
 
-from rhapsody._loopback import HOST, LoopbackServer
-from rhapsody.proxy import _pipe, split_endpoint
+from rhapsody._loopback import LoopbackServer
+from rhapsody.proxy import _pipe, open_service
 from rhapsody.registry import RegistryError, ServiceRegistry
 
 logger = logging.getLogger("rhapsody")
@@ -46,13 +46,6 @@ class ServiceGateway(LoopbackServer):
         self._token = token.encode()
         self._resolve_timeout = resolve_timeout
         self._connect_timeout = connect_timeout
-        self.address: str | None = None
-
-    def bind(self) -> str:
-        """Take the port now, without an event loop; returns `127.0.0.1:port`."""
-        if self.address is None:
-            self.address = f"{HOST}:{self._bind_port()}"
-        return self.address
 
     async def start(self) -> str:
         """Listen and forward; returns `127.0.0.1:port`. (`stop()` closes the port and cuts
@@ -84,10 +77,8 @@ class ServiceGateway(LoopbackServer):
             service, _, rest = parts[1][1:].partition(b"/")
             name = service.decode("utf-8", "replace")
             try:
-                endpoint = await self._registry.wait_for(name, self._resolve_timeout)
-                host, port = split_endpoint(endpoint)
-                up_reader, up_writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port), self._connect_timeout
+                where, up_reader, up_writer = await open_service(
+                    self._registry, name, self._resolve_timeout, self._connect_timeout
                 )
             except (RegistryError, OSError, asyncio.TimeoutError) as exc:
                 return await _reply(writer, 502, f"service {name!r}: {exc}")
@@ -95,7 +86,7 @@ class ServiceGateway(LoopbackServer):
             kept = [raw + b": " + value for low, raw, value in headers if low not in _DROPPED]
             request = [
                 b" ".join([parts[0], b"/" + rest, parts[2]]),
-                b"Host: " + f"{host}:{port}".encode(),
+                b"Host: " + where.encode(),
                 *kept,
                 b"Connection: close",
             ]

@@ -21,7 +21,7 @@ import contextlib
 import logging
 from urllib.parse import urlsplit
 
-from rhapsody._loopback import HOST, LoopbackServer
+from rhapsody._loopback import LoopbackServer, connect
 from rhapsody.registry import RegistryError, ServiceRegistry
 
 logger = logging.getLogger("rhapsody")
@@ -46,14 +46,6 @@ class ServiceProxy(LoopbackServer):
         self._registry = registry
         self._resolve_timeout = resolve_timeout
         self._connect_timeout = connect_timeout
-        self.address: str | None = None
-
-    def bind(self) -> str:
-        """Take the port now, without an event loop; returns `127.0.0.1:port`. Connections
-        are forwarded once `start()` ran."""
-        if self.address is None:
-            self.address = f"{HOST}:{self._bind_port()}"
-        return self.address
 
     async def start(self) -> str:
         """Listen and forward; returns `127.0.0.1:port`. (`stop()` closes the port and cuts
@@ -70,10 +62,8 @@ class ServiceProxy(LoopbackServer):
         self._connections.add(task)
         writers = [client_writer]
         try:
-            endpoint = await self._registry.wait_for(self.service, self._resolve_timeout)
-            host, port = split_endpoint(endpoint)
-            upstream_reader, upstream_writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port), self._connect_timeout
+            _, upstream_reader, upstream_writer = await open_service(
+                self._registry, self.service, self._resolve_timeout, self._connect_timeout
             )
             writers.append(upstream_writer)
             await asyncio.gather(
@@ -87,6 +77,17 @@ class ServiceProxy(LoopbackServer):
             self._connections.discard(task)
             for writer in writers:
                 writer.close()
+
+
+async def open_service(
+    registry: ServiceRegistry, name: str, resolve_timeout: float, connect_timeout: float
+) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to the endpoint `name` publishes (waiting, bounded, for it to be published);
+    returns its `host:port` and the connection."""
+    endpoint = await registry.wait_for(name, resolve_timeout)
+    host, port = split_endpoint(endpoint)
+    reader, writer = await connect(host, port, connect_timeout)
+    return f"{host}:{port}", reader, writer
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -34,7 +34,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rhapsody._loopback import HOST, LoopbackServer
+from rhapsody._loopback import HOST, LoopbackServer, bounded
 from rhapsody.errors import RhapsodyError
 
 ENV_VAR = "RHAPSODY_REGISTRY"
@@ -62,19 +62,14 @@ class ServiceRegistry(LoopbackServer):
         self._entries: dict[str, str] = {}
         self._token = secrets.token_urlsafe(16)
         self._changed: asyncio.Condition | None = None
-        self.address: str | None = None
 
     @property
     def token(self) -> str:
         """The secret every request must carry."""
         return self._token
 
-    def bind(self) -> str:
-        """Take a free loopback port now, without an event loop; returns the address tasks use
-        (`host:port/token`). Requests are answered once `start()` ran."""
-        if self.address is None:
-            self.address = f"{HOST}:{self._bind_port()}/{self._token}"
-        return self.address
+    def _address(self, port: int) -> str:
+        return f"{HOST}:{port}/{self._token}"  # what tasks use: the token goes with it
 
     async def start(self) -> str:
         """Listen (on the port `bind` took, or a free one) and answer; returns the address.
@@ -259,7 +254,7 @@ async def _arequest(address: str | None, op: str, timeout: float, **fields: Any)
                 await writer.wait_closed()
 
     try:
-        return await asyncio.wait_for(exchange(), timeout)
+        return await bounded(exchange(), timeout)  # a cancellation stays one
     except (OSError, asyncio.TimeoutError) as exc:
         raise RegistryError(f"registry at {host}:{port} unreachable: {exc!r}") from exc
 

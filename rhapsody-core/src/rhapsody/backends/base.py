@@ -27,6 +27,8 @@ from rhapsody.backends import launch
 from rhapsody.errors import BackendError, TaskExecutionError, TaskValidationError
 from rhapsody.graph import Node, TaskGraph
 from rhapsody.resources import Allocation, ResourcePool
+from rhapsody.services.spec import DEFAULT as DEFAULT_SERVICE
+from rhapsody.services.spec import endpoint_variable
 from rhapsody.states import (
     CANCELED,
     DONE,
@@ -431,12 +433,11 @@ class BaseExecutionBackend:
         if node is None or not node.external:
             return
         if state == READY:
-            from rhapsody.services.spec import DEFAULT
             from rhapsody.services.supervisor import ServiceRun
 
             if endpoint is not None:
                 node.task["endpoint"] = endpoint
-            node.service = ServiceRun(DEFAULT, self.service_host)
+            node.service = ServiceRun(DEFAULT_SERVICE, self.service_host)
             self._service_ready(node, endpoint)
             return
         node.state = state
@@ -808,8 +809,6 @@ class BaseExecutionBackend:
         run.users.add(user.uid)
         endpoint = service.task.get("endpoint")
         if endpoint is not None:
-            from rhapsody.services import endpoint_variable
-
             env = user.service_env = dict(user.service_env or {})
             env[endpoint_variable(service.uid)] = endpoint
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Awaitable
-from typing import TypeVar
 
+from rhapsody._loopback import bounded, connect
 from rhapsody.registry import RegistryError, alookup
-
-T = TypeVar("T")
 
 #: seconds between two tries of a polling probe
 POLL = 0.1
@@ -50,38 +47,15 @@ async def http_ready(host: str, port: int, path: str, token: str | None = None) 
         await asyncio.sleep(POLL)
 
 
-async def _bounded(awaitable: Awaitable[T], timeout: float) -> T:
-    """`awaitable`'s result within `timeout` seconds, else `asyncio.TimeoutError`.
-
-    Unlike `asyncio.wait_for` of Python 3.10/3.11, a cancellation that meets the awaitable's
-    failure is never turned into that failure: the probe loops retry on OSError, and would
-    poll on forever after their cancellation.
-    """
-    inner = asyncio.ensure_future(awaitable)
-    try:
-        done, _ = await asyncio.wait([inner], timeout=timeout)
-    except asyncio.CancelledError:
-        inner.cancel()
-        if inner.done() and not inner.cancelled() and inner.exception() is None:
-            result = inner.result()
-            if isinstance(result, tuple) and len(result) == 2:  # a connection: close it
-                result[1].close()
-        raise
-    if not done:
-        inner.cancel()
-        raise asyncio.TimeoutError
-    return inner.result()
-
-
 async def _http_status(host: str, port: int, request: bytes) -> int | None:
     try:
-        reader, writer = await _bounded(asyncio.open_connection(host, port), _CONNECT_TIMEOUT)
+        reader, writer = await connect(host, port, _CONNECT_TIMEOUT)
     except (OSError, asyncio.TimeoutError):
         return None
     try:
         writer.write(request)
         await writer.drain()
-        line = await _bounded(reader.readline(), 30.0)
+        line = await bounded(reader.readline(), 30.0)
         parts = line.split()
         return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
     except (OSError, asyncio.TimeoutError, ValueError):
@@ -96,7 +70,7 @@ async def tcp_ready(host: str, port: int) -> None:
     """Poll until `host:port` accepts a connection."""
     while True:
         try:
-            _, writer = await _bounded(asyncio.open_connection(host, port), _CONNECT_TIMEOUT)
+            _, writer = await connect(host, port, _CONNECT_TIMEOUT)
         except (OSError, asyncio.TimeoutError):
             await asyncio.sleep(POLL)
             continue
