@@ -189,7 +189,7 @@ class Journal:
         services = {uid for uid, task in named.items() if _is_service(task)}
         users: dict[str, list[str]] = {}
         for task in tasks:
-            for used in _services_used(task):
+            for used in dependency_uids(task):  # an AI task's services included
                 if used in services:
                     users.setdefault(used, []).append(task.get("uid"))  # type: ignore[arg-type]
         changed = True
@@ -338,18 +338,6 @@ def _is_service(task: Mapping[str, Any]) -> bool:
     if is_ai_task(task):  # an AI task's `service` names its server
         return False
     return task.get("service") not in (None, False) or task.get("is_service") is True
-
-
-def _services_used(task: Mapping[str, Any]) -> list[str]:
-    """The uids `task` may use as services: its dependencies, and the services an AI task
-    names."""
-    used = dependency_uids(task)
-    service = task.get("service") if is_ai_task(task) else None
-    if isinstance(service, str):
-        used.append(service)
-    elif isinstance(service, (list, tuple)):
-        used += [s for s in service if isinstance(s, str)]
-    return used
 
 
 def _result(task: Mapping[str, Any]) -> str | None:

@@ -194,13 +194,7 @@ class Session:
         for name, group in groups.items():
             target = self._backends[name]
             for task in group:
-                deps = dependency_uids(task)
-                ai_services = task.get("service") if is_ai_task(task) else None
-                if isinstance(ai_services, str):
-                    deps.append(ai_services)
-                elif isinstance(ai_services, (list, tuple)):
-                    deps.extend(s for s in ai_services if isinstance(s, str))
-                for dep in deps:
+                for dep in dependency_uids(task):  # an AI task's services included
                     source = self._tasks.get(dep, {}).get("backend")
                     if source is not None and source != name and source in self._backends:
                         self._links.link(dep, self._backends[source], target)

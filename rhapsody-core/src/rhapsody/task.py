@@ -252,12 +252,18 @@ class TaskDescription:
 
 def dependency_uids(task: Mapping[str, Any]) -> list[str]:
     """The uids `task` depends on (a task dict in the list stands for its uid), read leniently
-    from a raw task dict: what is not a uid is skipped (validation reports it)."""
+    from a raw task dict: what is not a uid is skipped (validation reports it). An AI task
+    also depends on the services it names, as `from_dict` makes it."""
     uids = []
     for dep in task.get("dependencies") or ():
         uid = dep.get("uid") if isinstance(dep, Mapping) else dep
         if isinstance(uid, str):
             uids.append(uid)
+    if is_ai_task(task):
+        service = task.get("service")
+        named = [service] if isinstance(service, str) else service
+        if isinstance(named, (list, tuple)):
+            uids += [s for s in named if isinstance(s, str) and s not in uids]
     return uids
 
 

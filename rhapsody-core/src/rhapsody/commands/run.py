@@ -272,17 +272,6 @@ async def _run(
     return code
 
 
-def _uses(task: dict[str, Any]) -> list[str]:
-    """The uids `task` depends on: its dependencies, and the services an AI task names."""
-    uses = dependency_uids(task)
-    service = task.get("service") if is_ai_task(task) else None
-    if isinstance(service, str):
-        uses.append(service)
-    elif isinstance(service, list):
-        uses += [s for s in service if isinstance(s, str)]
-    return uses
-
-
 def _counts(states: dict[str, str], total: int, started: float) -> str:
     count = Counter(states.values())
     finished = sum(count[s] for s in FINAL_STATES)
@@ -312,7 +301,7 @@ def _summary(
     )
     # The workflow's results: what its final tasks (those nothing depends on) printed, or for
     # a function, what it returned, or for an AI task, its response.
-    needed = {dep for t in tasks for dep in _uses(t)}
+    needed = {dep for t in tasks for dep in dependency_uids(t)}
     for task in tasks:
         output = task.get("stdout") or task.get("return_value") or task.get("response")
         output = "" if output is None else str(output).strip()
