@@ -2,7 +2,8 @@
 
 Subclass it and implement `make_backend()`. Override `make_task(kind)` when your backend runs
 something other than executables and functions; return None for kinds it cannot run
-("fail": a task that ends FAILED, "slow": one that runs ~0.3 s, "ok": one that succeeds).
+("fail": a task that ends FAILED, "slow": one that runs ~0.3 s, "long": one that runs ~10 s,
+long enough to be seen running and cancelled on any engine; "ok": one that succeeds).
 One backend is shared per test class (engines such as a pilot are slow to start); tests that
 need their own backend (shutdown) create one.
 
@@ -21,6 +22,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -54,6 +56,9 @@ ARGUMENTS = [
     "line\nbreak",
     "  padded  ",
 ]
+# Seconds the "long" kind runs: seen EXECUTING on any engine, and short enough that a function
+# thread that cannot be interrupted (a cancelled thread runs on) is soon done.
+_LONG = 10
 # Starts a grandchild, writes its pid and its own, then waits: stopping the task must stop both.
 _TREE = 'sleep 300 & echo $! > "$1"; echo $$ >> "$1"; wait'
 
@@ -70,6 +75,11 @@ class BackendConformance:
     runs_functions: ClassVar[bool] = True
     #: whether the backend runs service tasks (executables that dependents use while they run)
     runs_services: ClassVar[bool] = True
+    #: whether the backend runs a task of `ranks > 1` as one MPI program of that many processes;
+    #: False: it must reject such a task at submit
+    runs_mpi: ClassVar[bool] = False
+    #: variables the MPI check's task gets: what this host's MPI needs (e.g. Open MPI as root)
+    mpi_environment: ClassVar[dict[str, str]] = {}
     #: bytes each stream of the large-output check writes (above the usual in-memory limits)
     large_output_bytes: ClassVar[int] = 3 << 20
 
@@ -83,12 +93,14 @@ class BackendConformance:
                 "ok": {"executable": "/bin/true"},
                 "fail": {"executable": "/bin/false"},
                 "slow": {"executable": "/bin/sleep", "arguments": ["0.3"]},
+                "long": {"executable": "/bin/sleep", "arguments": [str(_LONG)]},
             }
         elif self.runs_functions:
             table = {
                 "ok": {"function": probes.succeed, "args": [1]},
                 "fail": {"function": probes.fail},
                 "slow": {"function": probes.nap, "args": [0.3]},
+                "long": {"function": probes.nap, "args": [_LONG]},
             }
         task = table.get(kind)
         return dict(task) if task is not None else None
@@ -279,10 +291,16 @@ class BackendConformance:
 
     @pytest.mark.anyio
     async def test_cancel_running_task(self, backend: BaseExecutionBackend) -> None:
-        task = self._task("slow", "cancel.running")
+        # A "slow" task can end before an engine that reports states in bulk (RADICAL-Pilot)
+        # has shown it EXECUTING: cancel one that runs for seconds.
+        kind = "long" if self.make_task("long") is not None else "slow"
+        task = self._task(kind, "cancel.running")
         futures = await backend.submit_tasks([task])
         with anyio.fail_after(self.wait_timeout):
-            while task.get("state") != EXECUTING:  # noqa: ASYNC110 - polls any backend's dict
+            while task.get("state") != EXECUTING:  # polls any backend's dict
+                assert task.get("state") not in FINAL_STATES, (
+                    f"the {kind!r} task ended {task.get('state')} before it was seen EXECUTING"
+                )
                 await asyncio.sleep(0.01)
         assert await backend.cancel_task("cancel.running") is True
         with anyio.fail_after(self.wait_timeout):
@@ -467,6 +485,44 @@ class BackendConformance:
                 await asyncio.sleep(0.02)
         assert server["state"] == "CANCELED", server["state"]
         await self._assert_tree_gone(pidfile, 1)
+
+    @pytest.mark.anyio
+    async def test_ranks_run_as_one_mpi_program(self, backend: BaseExecutionBackend) -> None:
+        if not self.runs_mpi:
+            _skip(f"{type(self).__name__} runs no MPI tasks (runs_mpi = False)")
+        task = self._executable("do.ranks", probes.ranks(2))
+        if not any(map(shutil.which, ("mpirun", "mpiexec"))):
+            _skip("no MPI here: neither mpirun nor mpiexec is on PATH")
+        if self.mpi_environment:
+            task["environment"] = dict(self.mpi_environment)
+        await self._done(backend, task)
+        lines = (task.get("stdout") or "").splitlines()
+        try:
+            seen = [json.loads(line) for line in lines]
+            worlds = sorted((int(r["rank"]), int(r["size"])) for r in seen)
+        except (ValueError, TypeError, KeyError):
+            raise AssertionError(f"the ranks did not report their world: {lines!r}") from None
+        how = seen[0]["how"] if seen else "no output"
+        _same(worlds, [(0, 2), (1, 2)], f"(rank, size) of each process, from {how}")
+
+    @pytest.mark.anyio
+    async def test_ranks_beyond_one_are_rejected(self, backend: BaseExecutionBackend) -> None:
+        if self.runs_mpi:
+            _skip(f"{type(self).__name__} runs MPI tasks (runs_mpi = True)")
+        task = self._task("ok", "do.ranks.rejected", ranks=2)
+        try:
+            futures = await backend.submit_tasks([task])
+        except TaskValidationError as exc:
+            assert (exc.uid, exc.field) == ("do.ranks.rejected", "ranks"), (
+                f"rejected, but not naming the task and 'ranks': {exc}"
+            )
+            return
+        with anyio.fail_after(self.wait_timeout):
+            await asyncio.wait(list(futures))
+        raise AssertionError(
+            f"a task of ranks=2 was accepted and ended {task.get('state')}: a backend that runs "
+            "no MPI program must reject it at submit (if it does run them: runs_mpi = True)"
+        )
 
     async def _assert_tree_gone(self, pidfile: Path, count: int = 2) -> None:
         found = _pids(pidfile)
