@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mpi_support import OPEN_MPI
+
 from rhapsody.backends.execution import ConcurrentExecutionBackend, NoopExecutionBackend
 from rhapsody.testing import BackendConformance
 
@@ -17,6 +19,8 @@ class TestConcurrentConformance(BackendConformance):
     # Real processes (some sleeping 0.3 s): fewer examples; the engine's invariants get 200+
     # examples through noop and the fault-injecting backend in test_engine_properties.py.
     state_machine_examples = 30
+    runs_mpi = True  # under mpirun (skipped, saying so, where no MPI is installed)
+    mpi_environment = OPEN_MPI
 
     def make_backend(self) -> ConcurrentExecutionBackend:
         # Two GPU identifiers (no device needed): the kit checks that no two tasks share one.
@@ -36,6 +40,7 @@ class TestNoopConformance(BackendConformance):
     # noop completes every task without running it: the checks of what tasks do are skipped.
     runs_executables = False
     runs_functions = False
+    runs_mpi = True  # accepted (it completes every task): nothing to run
 
     def make_backend(self) -> NoopExecutionBackend:
         return NoopExecutionBackend()

@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 import pytest
+from mpi_support import OPEN_MPI
 
 from rhapsody.backends.base import ExecutionContext, Outcome
 from rhapsody.backends.execution import ConcurrentExecutionBackend
@@ -163,6 +164,20 @@ class GpuGivenTwice(ConcurrentExecutionBackend):
         return super()._execute(task, _Context(ctx, environment=environment))  # type: ignore[arg-type]
 
 
+class RanksRunOnce(TinyBackend):
+    """Says it runs MPI tasks, and runs a task of 2 ranks as one process."""
+
+    runs_mpi = True
+
+
+class LauncherNotMpi(ConcurrentExecutionBackend):
+    """Runs a task of several ranks under a launcher that starts it once (`env`), not under
+    MPI."""
+
+    def __init__(self) -> None:
+        super().__init__(cores=2, mpi_launcher=["env"])
+
+
 class Oversubscribed(TinyBackend):
     """Declares room for one task at a time, yet runs every task at once."""
 
@@ -208,11 +223,16 @@ CASES = [
      "ran at once on 1 cores"),
     ("GPU given twice", GpuGivenTwice, "test_gpus_are_never_shared",
      "given to tasks running together"),
+    ("ranks run as one process", RanksRunOnce, "test_ranks_beyond_one_are_rejected",
+     "a task of ranks=2 was accepted and ended DONE"),
+    ("ranks not launched by MPI", LauncherNotMpi, "test_ranks_run_as_one_mpi_program",
+     "(rank, size) of each process"),
 ]
 # The control of a check the example cannot take part in (it declares no capacity).
 CONTROLS = {
     "test_running_tasks_fit_the_capacity": lambda: ConcurrentExecutionBackend(cores=1),
     "test_gpus_are_never_shared": lambda: ConcurrentExecutionBackend(cores=2, gpus=2),
+    "test_ranks_run_as_one_mpi_program": lambda: ConcurrentExecutionBackend(cores=2),
 }
 
 
@@ -220,6 +240,15 @@ class _Kit(BackendConformance):
     # Bounds each wait, e.g. for a process that is never stopped: enough for the example to
     # stop one (SIGKILL at once), short for a broken backend that leaves it.
     wait_timeout = 10.0
+
+
+class _MpiKit(_Kit):
+    runs_mpi = True
+    mpi_environment = OPEN_MPI
+
+
+# The kit a check runs in (the MPI check, only for backends that say they run MPI tasks).
+KITS = {"test_ranks_run_as_one_mpi_program": _MpiKit}
 
 
 @pytest.mark.parametrize(
@@ -231,7 +260,7 @@ class _Kit(BackendConformance):
 async def test_the_kit_catches(
     mistake: str, broken: type, check: str, says: str, tmp_path: Path
 ) -> None:
-    kit = _Kit()
+    kit = KITS.get(check, _Kit)()
     method = getattr(kit, check)
     kwargs = {"tmp_path": tmp_path} if "tmp_path" in inspect.signature(method).parameters else {}
     backend = await broken()
@@ -247,7 +276,7 @@ async def test_the_kit_catches(
 @pytest.mark.anyio
 async def test_the_example_backend_passes_the_same_check(check: str, tmp_path: Path) -> None:
     """The control: each check passes on the example these variants break."""
-    kit = _Kit()
+    kit = KITS.get(check, _Kit)()
     method = getattr(kit, check)
     kwargs = {"tmp_path": tmp_path} if "tmp_path" in inspect.signature(method).parameters else {}
     backend: Any = await CONTROLS.get(check, TinyBackend)()

@@ -137,6 +137,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
     """
 
     backend_name = "radical_pilot"
+    runs_mpi = True  # the agent launches the ranks
     queues_tasks = True  # the pilot queues submitted tasks: timeouts count from the start
 
     def __init__(

@@ -50,7 +50,7 @@ Callback = Callable[[dict[str, Any], str], Any]
 ServiceCallback = Callable[[dict[str, Any], "str | None"], Any]
 
 # Task dict keys that make a batch's admission check more than the backend's own.
-_SPECIAL = frozenset({"service", "is_service", "prompt", "messages"})
+_SPECIAL = frozenset({"service", "is_service", "prompt", "messages", "ranks"})
 #: what `resolve` is told when a service running on another backend is ready
 READY = "READY"
 INITIALIZED = "INITIALIZED"
@@ -198,6 +198,9 @@ class BaseExecutionBackend:
     service_host: ClassVar[str] = "127.0.0.1"
     #: True for a backend that runs AI tasks (requests to inference servers)
     runs_ai_tasks: ClassVar[bool] = False
+    #: True for a backend that launches a task of `ranks > 1` as that many processes of one MPI
+    #: program; elsewhere such a task is rejected at submit (never run as a single process)
+    runs_mpi: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -257,7 +260,7 @@ class BaseExecutionBackend:
             self._pool.check_request(task.uid, task.cores, task.gpus)
 
     def _check_special(self, task: TaskDescription) -> None:
-        """The admission check of a batch holding service or AI tasks."""
+        """The admission check of a batch holding service, AI or MPI tasks."""
         if task.ai is not None and not self.runs_ai_tasks:
             raise TaskValidationError(
                 f"an AI task cannot run on the {self.backend_name} backend: submit it through "
@@ -274,6 +277,14 @@ class BaseExecutionBackend:
             )
         if self._admission_check is not None:
             self._admission_check(task)
+        if task.ranks > 1 and not self.runs_mpi:  # after the backend's own, more specific check
+            raise TaskValidationError(
+                f"the {self.backend_name} backend runs each task as one process; a task of "
+                f"{task.ranks} ranks (an MPI program) needs a backend that launches MPI: "
+                "concurrent (under mpirun) or radical_pilot",
+                uid=task.uid,
+                field="ranks",
+            )
 
     # -- public API ----------------------------------------------------------------------------
     def __await__(self) -> Generator[Any, None, BaseExecutionBackend]:

@@ -36,7 +36,17 @@ _SPAN = (
     "import os,sys,time;s=time.time();time.sleep(float(sys.argv[1]));"
     "print(s,time.time(),os.environ.get('CUDA_VISIBLE_DEVICES','-') or '-')"
 )
-
+# Prints {"how", "rank", "size"} as JSON, one line per rank: from mpi4py's COMM_WORLD where
+# mpi4py is installed (the ranks then form one MPI program), else from what the launcher tells
+# each process (Open MPI's OMPI_COMM_WORLD_*, MPICH's and SLURM's PMI_*).
+_RANKS = (
+    "import importlib.util,json,os;e=os.environ;"
+    "w=__import__('mpi4py.MPI').MPI.COMM_WORLD if importlib.util.find_spec('mpi4py') else None;"
+    "g=lambda *n: next((e[k] for k in n if k in e),None);"
+    "print(json.dumps({'how':'mpi4py','rank':w.Get_rank(),'size':w.Get_size()} if w else "
+    "{'how':'environment','rank':g('OMPI_COMM_WORLD_RANK','PMI_RANK','PMIX_RANK'),"
+    "'size':g('OMPI_COMM_WORLD_SIZE','PMI_SIZE')}),flush=True)"
+)
 
 # A TCP server on port `argv[1]` that writes its pid to `argv[2]` and answers "pong".
 _SERVICE = (
@@ -92,6 +102,11 @@ def span(seconds: float) -> dict[str, Any]:
     """A task that runs `seconds` and prints when it started and ended, and its
     `CUDA_VISIBLE_DEVICES` ("-" when unset or empty)."""
     return {"executable": sys.executable, "arguments": ["-c", _SPAN, str(seconds)]}
+
+
+def ranks(count: int) -> dict[str, Any]:
+    """A task of `count` ranks, each printing a JSON line: its rank and the size of its world."""
+    return {"executable": sys.executable, "arguments": ["-c", _RANKS], "ranks": count}
 
 
 def digest(value: str) -> str:

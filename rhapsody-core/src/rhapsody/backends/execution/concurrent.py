@@ -50,6 +50,7 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
 
     backend_name = "concurrent"
     streams_output = True
+    runs_mpi = True  # under `mpi_launcher`
 
     def __init__(
         self,

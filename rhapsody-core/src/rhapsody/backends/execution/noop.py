@@ -44,6 +44,7 @@ class _Attempt(asyncio.Future):  # type: ignore[type-arg]
 
 class NoopExecutionBackend(BaseExecutionBackend):
     backend_name = "noop"
+    runs_mpi = True  # it runs nothing: an MPI task completes like any other
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
