@@ -41,6 +41,17 @@ install_missing() {
         die "apt-get install ${missing[*]} failed (see $DIR/apt.log)"
 }
 
+# Run "$@" with every descriptor above 2 closed.
+run_closed() {
+    (
+        for fd in /proc/self/fd/*; do
+            fd=${fd##*/}
+            [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-"
+        done
+        exec "$@"
+    )
+}
+
 munge_works() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
 
 start_munge() {
@@ -52,7 +63,9 @@ start_munge() {
     chown -R munge:munge /etc/munge && chmod 0700 /etc/munge && chmod 0400 /etc/munge/munge.key
     mkdir -p /run/munge /var/lib/munge /var/log/munge
     chown munge:munge /run/munge /var/lib/munge /var/log/munge
-    runuser -u munge -- /usr/sbin/munged || die "munged did not start"
+    # The daemon must not inherit the caller's descriptors beyond stdio (a `flock` lock, a
+    # pipe a test reads to its end): munged keeps what it is given for as long as it runs.
+    run_closed runuser -u munge -- /usr/sbin/munged || die "munged did not start"
     # Only a munged this script started is stopped by `stop`.
     cp /run/munge/munged.pid "$DIR/munged.pid" 2>/dev/null || true
     for _ in $(seq 50); do munge_works && return 0; sleep 0.1; done
