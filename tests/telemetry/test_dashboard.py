@@ -230,7 +230,10 @@ def test_chromium_shows_the_counts_of_a_running_workflow_change(tmp_path: Path) 
         manager = await session.start_telemetry(resource_poll_interval=0.2)
         url = await manager.start_dashboard(interval=0.2)
         ready = ServiceReady(
-            session_id=session.uid, backend="local", task_id="svc", endpoint="http://127.0.0.1:8080/v1"
+            session_id=session.uid,
+            backend="local",
+            task_id="svc",
+            endpoint="http://127.0.0.1:8080/v1",
         )
         manager.emit(ready)
         browser = await asyncio.to_thread(Chromium, tmp_path / "profile")
@@ -286,8 +289,17 @@ def test_rhapsody_run_dashboard_prints_a_tokened_url(tmp_path: Path) -> None:
     workflow = tmp_path / "flow.json"
     workflow.write_text(json.dumps({"tasks": [{"uid": "a", "executable": "/bin/true"}]}))
     out = subprocess.run(
-        [sys.executable, "-m", "rhapsody", "run", str(workflow), "--dashboard", "--no-progress",
-         "--telemetry", str(tmp_path / "t.jsonl")],
+        [
+            sys.executable,
+            "-m",
+            "rhapsody",
+            "run",
+            str(workflow),
+            "--dashboard",
+            "--no-progress",
+            "--telemetry",
+            str(tmp_path / "t.jsonl"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -301,7 +313,6 @@ def test_rhapsody_run_dashboard_prints_a_tokened_url(tmp_path: Path) -> None:
     assert '"task_id": "a"' in (tmp_path / "t.jsonl").read_text()
 
 
-
 def test_rhapsody_run_reports_telemetry_that_cannot_start(tmp_path: Path) -> None:
     workflow = tmp_path / "flow.json"
     workflow.write_text(json.dumps({"tasks": [{"uid": "a", "executable": "/bin/true"}]}))
@@ -310,8 +321,16 @@ def test_rhapsody_run_reports_telemetry_that_cannot_start(tmp_path: Path) -> Non
         taken.listen()
         port = taken.getsockname()[1]
         out = subprocess.run(
-            [sys.executable, "-m", "rhapsody", "run", str(workflow), "--no-progress",
-             "--prometheus-port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "rhapsody",
+                "run",
+                str(workflow),
+                "--no-progress",
+                "--prometheus-port",
+                str(port),
+            ],
             capture_output=True,
             text=True,
             timeout=120,

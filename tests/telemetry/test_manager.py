@@ -15,6 +15,7 @@ pytest.importorskip("opentelemetry.sdk", reason="needs rhapsody-core[telemetry]"
 
 from rhapsody.backends.execution import ConcurrentExecutionBackend
 from rhapsody.session import Session
+from rhapsody.states import EXECUTING
 from rhapsody.telemetry import (
     BaseEvent,
     ServiceReady,
@@ -215,8 +216,14 @@ def test_custom_events_and_service_ready() -> None:
         manager.subscribe(seen.append)
         loaded = define_event("myapp.ModelLoaded", model=str, seconds=float)
         manager.emit(loaded(session_id=session.uid, backend=None, model="llama", seconds=2.5))
-        manager.emit(ServiceReady(session_id=session.uid, backend="concurrent", task_id="svc",
-                                  endpoint="http://127.0.0.1:8000"))
+        manager.emit(
+            ServiceReady(
+                session_id=session.uid,
+                backend="concurrent",
+                task_id="svc",
+                endpoint="http://127.0.0.1:8000",
+            )
+        )
         await session.close()
         return seen, manager
 
@@ -259,3 +266,68 @@ def test_import_rhapsody_and_its_telemetry_imports_no_opentelemetry() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_canceled_task_and_extra_processors_readers_and_resource() -> None:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+
+    async def go() -> list[BaseEvent]:
+        session = Session([ConcurrentExecutionBackend(name="local")])
+        manager = await session.start_telemetry(
+            span_processors=[SimpleSpanProcessor(exporter)],
+            metric_readers=[reader],
+            resource_attributes={"cluster": "c1"},
+            resource=Resource({"site": "lab"}),
+        )
+        seen: list[BaseEvent] = []
+        started = asyncio.Event()
+
+        def follow(event: BaseEvent) -> None:
+            seen.append(event)
+            if event.event_type == "TaskStarted" and event.task_id == "long":
+                started.set()
+
+        manager.subscribe(follow)
+        futures = await session.submit_tasks(
+            [
+                {"uid": "long", "executable": "/bin/sleep", "arguments": ["60"]},
+                {"uid": "after", "function": len, "args": ["ab"], "dependencies": ["long"]},
+            ]
+        )
+        await asyncio.wait_for(started.wait(), 60)
+        assert manager.state_counts()[EXECUTING] == 1
+        assert await session.backends["local"].cancel_task("long")
+        await session.wait_tasks(timeout=60)
+        assert futures["long"].cancelled()
+        await session.close()
+        return seen
+
+    seen = asyncio.run(go())
+    ends = {e.task_id: e for e in seen if e.event_type in ("TaskCanceled", "TaskFailed")}
+    assert ends["long"].event_type == "TaskCanceled"
+    assert ends["long"].duration_seconds > 0  # type: ignore[attr-defined]
+    assert ends["after"].event_type == "TaskFailed"  # its dependency was canceled
+    # The extra span processor got the same spans: the canceled attempt under the session.
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert spans["task"].attributes["status"] == "canceled"
+    assert spans["task"].attributes["state"] == "CANCELED"
+    assert spans["task"].parent.span_id == spans["session"].context.span_id
+    resource = dict(spans["task"].resource.attributes)
+    assert resource["site"] == "lab" and resource["cluster"] == "c1"
+    assert resource["service.name"] == "rhapsody"
+    # The extra metric reader reads the counters.
+    totals: dict[str, float] = {}
+    for resource_metrics in reader.get_metrics_data().resource_metrics:
+        for scope in resource_metrics.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    if hasattr(point, "value"):
+                        totals[metric.name] = totals.get(metric.name, 0) + point.value
+    assert totals["tasks_canceled"] == 1
+    assert totals["tasks_failed"] == 1
+    assert totals["tasks_running"] == 0

@@ -48,8 +48,13 @@ def test_metric_is_documented(metric: str) -> None:
     sorted(
         {
             f.name
-            for cls in (events.BaseEvent, *events.TASK_EVENTS, events.ResourceUpdate,
-                        events.ServiceReady, events.SessionEnded)
+            for cls in (
+                events.BaseEvent,
+                *events.TASK_EVENTS,
+                events.ResourceUpdate,
+                events.ServiceReady,
+                events.SessionEnded,
+            )
             for f in dataclasses.fields(cls)
         }
     ),

@@ -12,13 +12,46 @@ from typing import Any
 # Fields of an attempt record.
 TASK_ID, BACKEND, NODE, SLOT, ATTEMPT, START, END, STATUS, WAIT, TASK = range(10)
 # What an attempt record reads from its task.
-TASK_FIELDS = ("cores", "gpus", "exit_code", "function", "exception", "dependencies", "node")
+TASK_FIELDS = (
+    "cores",
+    "gpus",
+    "exit_code",
+    "function",
+    "prompt",
+    "messages",
+    "exception",
+    "model",
+    "dependencies",
+    "node",
+)
 
 # An attempt's status -> the lifecycle state it ended in (RETRIED: failed, to be retried).
 STATES = {"completed": "DONE", "failed": "FAILED", "canceled": "CANCELED", "retried": "RETRIED"}
 
 # A backend's counters.
 SUBMITTED, STARTED, COMPLETED, FAILED, CANCELED, RUNNING = range(6)
+
+
+def task_type(task: dict[str, Any]) -> str:
+    """`ai` (a prompt or chat messages: an AI task), `function` or `executable`."""
+    if task.get("prompt") is not None or task.get("messages") is not None:
+        return "ai"
+    return "function" if task.get("function") is not None else "executable"
+
+
+def ai_attributes(record: tuple[Any, ...]) -> dict[str, Any]:
+    """What a span adds for an AI task's attempt: its `model` and the tokens its `usage`
+    counts (`prompt_tokens`, `completion_tokens`), where the task has them."""
+    task = record[TASK] or {}
+    found: dict[str, Any] = {}
+    if task.get("model") is not None:
+        found["model"] = str(task["model"])
+    usage = task.get("usage")
+    if isinstance(usage, dict):
+        for key in ("prompt_tokens", "completion_tokens"):
+            if isinstance(usage.get(key), int):
+                found[key] = usage[key]
+    return found
 
 
 def cores(record: tuple[Any, ...]) -> int:
@@ -43,6 +76,6 @@ def as_dict(record: tuple[Any, ...]) -> dict[str, Any]:
         "cores": int(task.get("cores") or 1),
         "gpus": int(task.get("gpus") or 0),
         "exit_code": task.get("exit_code"),
-        "task_type": "function" if task.get("function") is not None else "executable",
+        "task_type": task_type(task),
         "reason": None if exception is None else str(exception),
     }

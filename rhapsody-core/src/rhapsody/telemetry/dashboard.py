@@ -59,8 +59,13 @@ class Dashboard:
             if len(head) > MAX_REQUEST:
                 raise ValueError("request too large")
             method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
-                ValueError, UnicodeDecodeError):
+        except (
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            asyncio.TimeoutError,
+            ValueError,
+            UnicodeDecodeError,
+        ):
             writer.close()
             return
         path = target.split("?", 1)[0]
@@ -68,7 +73,7 @@ class Dashboard:
         if not secrets.compare_digest(path[: len(prefix)].encode(), prefix.encode()):
             await _respond(writer, 403, "text/plain", b"forbidden: this URL needs the token\n")
             return
-        rest = path[len(prefix):]
+        rest = path[len(prefix) :]
         if method != "GET":
             await _respond(writer, 405, "text/plain", b"GET only\n")
         elif rest == "":
@@ -142,7 +147,8 @@ async def _respond(writer: asyncio.StreamWriter, status: int, kind: str, body: b
     reason = {200: "OK", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}[status]
     writer.write(
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
-        "Cache-Control: no-store\r\nConnection: close\r\n\r\n".encode() + body
+        "Cache-Control: no-store\r\nConnection: close\r\n\r\n".encode()
+        + body
     )
     with contextlib.suppress(ConnectionError):
         await writer.drain()

@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from rhapsody.errors import RhapsodyError
-from rhapsody.states import CANCELED, DONE, EXECUTING, EXECUTING_PENDING, FAILED
+from rhapsody.states import (
+    CANCELED,
+    DONE,
+    EXECUTING,
+    EXECUTING_PENDING,
+    FAILED,
+    SCHEDULING_PENDING,
+)
 from rhapsody.task import dependency_uids
 from rhapsody.telemetry import attempts as at
 from rhapsody.telemetry import events as ev
@@ -45,26 +52,31 @@ _now = time.time
 _RESOURCE_FIELDS = {f.name for f in dataclasses.fields(ev.ResourceUpdate)} - {
     f.name for f in dataclasses.fields(ev.BaseEvent)
 } | {"node_id"}
-_FINAL = {DONE: ("completed", at.COMPLETED), FAILED: ("failed", at.FAILED),
-          CANCELED: ("canceled", at.CANCELED)}
+_FINAL = {
+    DONE: ("completed", at.COMPLETED),
+    FAILED: ("failed", at.FAILED),
+    CANCELED: ("canceled", at.CANCELED),
+}
 
 
 class TelemetryError(RhapsodyError, RuntimeError):
     """Telemetry is used before it started, or its optional packages are missing."""
 
 
-class _Task:
-    """What the manager tracks of one live task."""
+class _Backend:
+    """What the manager tracks of one backend: its counters and its slots (lanes)."""
 
-    __slots__ = ("attempt", "backend", "counters", "lane", "queued", "started")
+    __slots__ = ("counters", "free", "lanes", "name")
 
-    def __init__(self, backend: str, counters: list[int]) -> None:
-        self.backend = backend
-        self.counters = counters
-        self.queued: float | None = None
-        self.started: float | None = None
-        self.lane = -1
-        self.attempt = 0
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.counters = [0, 0, 0, 0, 0, 0]  # indexed by attempts.SUBMITTED ... RUNNING
+        self.free: list[int] = []  # a heap of the lanes freed by attempts that ended
+        self.lanes = 0  # lanes made so far
+
+
+# A live task's record: a list (cheaper to make than an object), indexed by these.
+_BACKEND, _QUEUED, _STARTED, _LANE, _ATTEMPT = range(5)
 
 
 class TelemetryManager:
@@ -106,7 +118,8 @@ class TelemetryManager:
         self._default_backend = default_backend
         self._subscribers: list[Subscriber] = []
         self._eventful = False  # someone wants event objects: subscribers or the checkpoint
-        self._tasks: dict[str, _Task] = {}
+        self._tasks: dict[str, list[Any]] = {}  # live tasks' records (_BACKEND, ...)
+        self._backend_of: dict[str, _Backend] = {}
         #: per backend: submitted, started, completed, failed, canceled, running
         self.per_backend: dict[str, list[int]] = {}
         self.tokens_by_backend: dict[tuple[str, str], int] = {}
@@ -117,8 +130,6 @@ class TelemetryManager:
         self.samples: list[dict[str, Any]] = []  # resource rows, in order
         self.resource_latest: dict[tuple[str, int | None], dict[str, Any]] = {}
         self.resource_totals: dict[tuple[str, int | None], dict[str, float]] = {}
-        self._free_lanes: dict[str, list[int]] = {}
-        self._lane_count: dict[str, int] = {}
         self.started_at = 0.0
         self._started = False
         self._stopped = False
@@ -189,7 +200,7 @@ class TelemetryManager:
         now = time.time()
         # Attempts still running (a close while tasks run) end now, as canceled.
         for uid, record in self._tasks.items():
-            if record.started is not None:
+            if record[_STARTED] is not None:
                 self._end_attempt(uid, record, now, "canceled", {})
         self._publish(ev.SessionEnded, None, None, now, duration_seconds=now - self.started_at)
         assert self._otel is not None
@@ -343,89 +354,115 @@ class TelemetryManager:
     def running_attempts(self) -> list[dict[str, Any]]:
         """Attempts running now (the dashboard's open bars)."""
         return [
-            {"task_id": uid, "backend": r.backend, "node_id": self.node_id, "slot": r.lane,
-             "attempt": r.attempt, "start": r.started}
+            {
+                "task_id": uid,
+                "backend": r[_BACKEND].name,
+                "node_id": self.node_id,
+                "slot": r[_LANE],
+                "attempt": r[_ATTEMPT],
+                "start": r[_STARTED],
+            }
             for uid, r in list(self._tasks.items())
-            if r.started is not None
+            if r[_STARTED] is not None
         ]
 
     # -- the engine's callback: the hot path ---------------------------------------------------
+    # Called on every state change of every task (four per task), so it only keeps counters
+    # and one list per live task; the common transitions take no further call, events are
+    # made only when someone wants them, and OpenTelemetry data later, in batches.
     def _on_state(self, task: dict[str, Any], state: str) -> None:
         if self._stopped:
             return
-        now = _now()
         uid = task["uid"]
         record = self._tasks.get(uid)
         if record is None:
-            record = self._new_task(uid, task, now)
+            record = self._new_task(uid, task)
+            if state == SCHEDULING_PENDING:
+                return
         if state == EXECUTING:
-            self._start_attempt(uid, record, now)
-        elif state == EXECUTING_PENDING:
-            if record.started is not None:  # a failed attempt that is retried
-                self._end_attempt(uid, record, now, RETRIED, _snapshot(task))
-            record.queued = now
+            now = _now()
+            backend: _Backend = record[_BACKEND]
+            free = backend.free
+            if free:
+                lane = heapq.heappop(free)  # the lowest free slot, as the trace does
+            else:
+                lane = backend.lanes
+                backend.lanes = lane + 1
+            record[_STARTED] = now
+            record[_LANE] = lane
+            record[_ATTEMPT] += 1
+            counters = backend.counters
+            counters[at.STARTED] += 1
+            counters[at.RUNNING] += 1
             if self._eventful:
-                attributes = {"attempt": record.attempt + 1}
-                self._publish(ev.TaskQueued, uid, record.backend, now, attributes=attributes)
-        elif state in _FINAL:
-            self._finish(uid, record, task, state, now)
+                attributes = {"attempt": record[_ATTEMPT], "slot": lane}
+                self._publish(
+                    ev.TaskStarted,
+                    uid,
+                    backend.name,
+                    now,
+                    node_id=self.node_id,
+                    attributes=attributes,
+                )
+        elif state == EXECUTING_PENDING:
+            now = _now()
+            if record[_STARTED] is not None:  # a failed attempt that is retried
+                self._end_attempt(uid, record, now, RETRIED, _snapshot(task))
+            record[_QUEUED] = now
+            if self._eventful:
+                attributes = {"attempt": record[_ATTEMPT] + 1}
+                self._publish(ev.TaskQueued, uid, record[_BACKEND].name, now, attributes=attributes)
+        else:
+            final = _FINAL.get(state)
+            if final is None:
+                return
+            now = _now()
+            started = record[_STARTED]
+            if started is not None:
+                self._end_attempt(uid, record, now, final[0], task)
+            backend = record[_BACKEND]
+            backend.counters[final[1]] += 1
+            del self._tasks[uid]
+            usage = task.get("usage")
+            if usage is not None:
+                self._count_tokens(backend.name, usage)
+            if state == FAILED or self._eventful:
+                run = 0.0 if started is None else now - started
+                self._report_end(uid, backend.name, task, state, now, run)
 
-    def _new_task(self, uid: str, task: dict[str, Any], now: float) -> _Task:
-        backend = task.get("backend") or self._default_backend() or "unknown"
-        counters = self.per_backend.get(backend)
-        if counters is None:
-            counters = self.per_backend[backend] = [0, 0, 0, 0, 0, 0]
-        counters[at.SUBMITTED] += 1
-        record = self._tasks[uid] = _Task(backend, counters)
+    def _new_task(self, uid: str, task: dict[str, Any]) -> list[Any]:
+        name = task.get("backend") or self._default_backend() or "unknown"
+        backend = self._backend_of.get(name)
+        if backend is None:
+            backend = self._backend_of[name] = _Backend(name)
+            self.per_backend[name] = backend.counters
+        backend.counters[at.SUBMITTED] += 1
+        record = self._tasks[uid] = [backend, None, None, -1, 0]
         if self._eventful:
-            self._publish(ev.TaskCreated, uid, backend, now, attributes=_describe(task))
-            self._publish(ev.TaskSubmitted, uid, backend, now)
+            now = _now()
+            self._publish(ev.TaskCreated, uid, name, now, attributes=_describe(task))
+            self._publish(ev.TaskSubmitted, uid, name, now)
         return record
 
-    def _start_attempt(self, uid: str, record: _Task, now: float) -> None:
-        record.started = now
-        record.attempt += 1
-        free = self._free_lanes.get(record.backend)
-        if free:
-            record.lane = heapq.heappop(free)  # the lowest free slot, as the trace does
-        else:
-            record.lane = self._lane_count.get(record.backend, 0)
-            self._lane_count[record.backend] = record.lane + 1
-        counters = record.counters
-        counters[at.STARTED] += 1
-        counters[at.RUNNING] += 1
-        if self._eventful:
-            self._publish(
-                ev.TaskStarted,
-                uid,
-                record.backend,
-                now,
-                node_id=self.node_id,
-                attributes={"attempt": record.attempt, "slot": record.lane},
-            )
-
     def _end_attempt(
-        self, uid: str, record: _Task, now: float, status: str, task: dict[str, Any] | None
+        self, uid: str, record: list[Any], now: float, status: str, task: dict[str, Any] | None
     ) -> None:
         """Record the attempt that ends now. `task` is read later (spans, summary, dashboard):
         a final attempt passes the task dict itself, whose fields no longer change; a retried
         one passes a snapshot, since the next attempt overwrites them."""
-        started = record.started
-        assert started is not None
-        record.counters[at.RUNNING] -= 1
-        free = self._free_lanes.get(record.backend)
-        if free is None:
-            free = self._free_lanes[record.backend] = []
-        heapq.heappush(free, record.lane)
-        queued = record.queued
+        started = record[_STARTED]
+        backend: _Backend = record[_BACKEND]
+        backend.counters[at.RUNNING] -= 1
+        heapq.heappush(backend.free, record[_LANE])
+        queued = record[_QUEUED]
         self.records.append(
             (
                 uid,
-                record.backend,
+                backend.name,
                 # Where it ran: the client's host, unless the backend wrote the task's node.
                 (task.get("node") if task else None) or self.node_id,
-                record.lane,
-                record.attempt,
+                record[_LANE],
+                record[_ATTEMPT],
                 started,
                 now,
                 status,
@@ -433,46 +470,35 @@ class TelemetryManager:
                 task,
             )
         )
-        record.started = None
+        record[_STARTED] = None
 
-    def _finish(
-        self, uid: str, record: _Task, task: dict[str, Any], state: str, now: float
+    def _report_end(
+        self, uid: str, backend: str, task: dict[str, Any], state: str, now: float, run: float
     ) -> None:
-        status, index = _FINAL[state]
-        run = 0.0
-        if record.started is not None:
-            run = now - record.started
-            self._end_attempt(uid, record, now, status, task)
-        record.counters[index] += 1
-        usage = task.get("usage")
-        if usage is not None:
-            self._count_tokens(record.backend, usage)
+        """The failure list (a FAILED task) and the final event (if wanted) of a task."""
         if state == FAILED:
             exception = task.get("exception")
             self.failures.append(
                 {
                     "task_id": uid,
-                    "backend": record.backend,
+                    "backend": backend,
                     "time": now,
                     "reason": "failed" if exception is None else str(exception),
                     "error_type": "unknown" if exception is None else type(exception).__name__,
                     "exit_code": task.get("exit_code"),
                 }
             )
-        if self._eventful:
-            fields: dict[str, Any] = {"duration_seconds": run}
-            if state == FAILED:
-                failure = self.failures[-1]
-                fields["error_type"] = failure["error_type"]
-                fields["attributes"] = {
-                    "reason": failure["reason"],
-                    "exit_code": failure["exit_code"],
-                }
-            elif task.get("exit_code") is not None:
-                fields["attributes"] = {"exit_code": task["exit_code"]}
-            cls = {DONE: ev.TaskCompleted, FAILED: ev.TaskFailed, CANCELED: ev.TaskCanceled}[state]
-            self._publish(cls, uid, record.backend, now, **fields)
-        del self._tasks[uid]
+        if not self._eventful:
+            return
+        fields: dict[str, Any] = {"duration_seconds": run}
+        if state == FAILED:
+            failure = self.failures[-1]
+            fields["error_type"] = failure["error_type"]
+            fields["attributes"] = {"reason": failure["reason"], "exit_code": failure["exit_code"]}
+        elif task.get("exit_code") is not None:
+            fields["attributes"] = {"exit_code": task["exit_code"]}
+        cls = {DONE: ev.TaskCompleted, FAILED: ev.TaskFailed, CANCELED: ev.TaskCanceled}[state]
+        self._publish(cls, uid, backend, now, **fields)
 
     def _count_tokens(self, backend: str, usage: Any) -> None:
         if not isinstance(usage, dict):
@@ -566,8 +592,12 @@ class TelemetryManager:
                 self.samples.append(row)
                 self.resource_latest[key] = row
                 totals = self.resource_totals.setdefault(key, {})
-                for field in ("disk_read_bytes", "disk_write_bytes", "net_sent_bytes",
-                              "net_recv_bytes"):
+                for field in (
+                    "disk_read_bytes",
+                    "disk_write_bytes",
+                    "net_sent_bytes",
+                    "net_recv_bytes",
+                ):
                     if row.get(field) is not None:
                         totals[field] = totals.get(field, 0.0) + row[field]
                 if self._eventful:
@@ -623,10 +653,21 @@ def _span_record(record: tuple[Any, ...], span: Any, parent: str) -> dict[str, A
     fields = at.as_dict(record)
     attributes = {
         key: fields[key]
-        for key in ("task_id", "backend", "status", "attempt", "slot", "cores", "gpus",
-                    "exit_code", "task_type")
+        for key in (
+            "task_id",
+            "backend",
+            "status",
+            "attempt",
+            "slot",
+            "cores",
+            "gpus",
+            "exit_code",
+            "task_type",
+        )
     }
     attributes["node"] = fields["node_id"]
+    if fields["task_type"] == "ai":
+        attributes.update(at.ai_attributes(record))
     line: dict[str, Any] = {
         "section": "span",
         "name": "task",
@@ -651,12 +692,16 @@ def _snapshot(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _describe(task: dict[str, Any]) -> dict[str, Any]:
-    executable = task.get("executable")
-    if executable is not None:
-        return {"executable": str(executable), "task_type": "executable"}
+    """TaskCreated's attributes: what the task runs and its `task_type`."""
+    kind = at.task_type(task)
+    if kind == "ai":
+        model = task.get("model")
+        return {"task_type": kind} if model is None else {"model": str(model), "task_type": kind}
+    if kind == "executable":
+        return {"executable": str(task.get("executable")), "task_type": kind}
     function = task.get("function")
     name = getattr(function, "__qualname__", None) or type(function).__name__
-    return {"function": str(name), "task_type": "function"}
+    return {"function": str(name), "task_type": kind}
 
 
 def _cores(targets: Iterable[Session | BaseExecutionBackend]) -> int:
@@ -676,8 +721,13 @@ def _cores(targets: Iterable[Session | BaseExecutionBackend]) -> int:
 def _stats(values: Iterable[float]) -> dict[str, float | int]:
     values = list(values)
     if not values:
-        return {"count": 0, "total_seconds": 0.0, "mean_seconds": 0.0, "min_seconds": 0.0,
-                "max_seconds": 0.0}
+        return {
+            "count": 0,
+            "total_seconds": 0.0,
+            "mean_seconds": 0.0,
+            "min_seconds": 0.0,
+            "max_seconds": 0.0,
+        }
     total = sum(values)
     return {
         "count": len(values),

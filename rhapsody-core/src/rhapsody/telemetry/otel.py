@@ -223,6 +223,8 @@ class Otel:
         }
         if fields["exit_code"] is not None:
             attributes["exit_code"] = int(fields["exit_code"])
+        if fields["task_type"] == "ai":
+            attributes.update(at.ai_attributes(record))
         span = self.tracer.start_span(
             SPAN_NAME,
             context=self.session_context,
