@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 
 
 class TaskError(Exception):
@@ -36,3 +37,11 @@ def chatty() -> str:
 
 def where() -> tuple[str, str | None]:
     return os.getcwd(), os.environ.get("RHAPSODY_TEST_VAR")
+
+
+def nap_noting_pid(path: str, seconds: float) -> int:
+    """Write this process's pid to `path`, then sleep: a test can see the call stopped."""
+    with open(path, "w") as file:
+        file.write(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()

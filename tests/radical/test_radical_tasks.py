@@ -283,3 +283,51 @@ async def test_function_dependencies_mix_with_executables(
     results = await run(radical_backend, *tasks)
     assert [r["state"] for r in results] == [DONE, DONE, DONE]
     assert tasks[1]["return_value"] == 4 and tasks[2]["stdout"] == "c\n"
+
+
+async def _pid_in(path: Path) -> int:
+    with anyio.fail_after(WAIT):
+        while not path.exists() or not path.read_text():  # noqa: ASYNC110 - the task's file
+            await asyncio.sleep(0.05)
+    return int(path.read_text())
+
+
+async def _gone(pid: int) -> bool:
+    for _ in range(150):
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def test_function_timeout_stops_the_call_and_frees_its_core(
+    radical_backend: RadicalExecutionBackend, tmp_path: Path
+) -> None:
+    # docs/backends/radical_pilot.md: "A `timeout` on a function task is enforced by the worker,
+    # which kills the call." The call runs in a process of its own: it must be gone, and the
+    # worker's cores free for the next calls.
+    pidfile = tmp_path / "pid"
+    timed = {
+        "uid": "f.timeout",
+        "function": rp_tasks.nap_noting_pid,
+        "args": [str(pidfile), 300],
+        "timeout": 3,
+    }
+    futures = await radical_backend.submit_tasks([timed])
+    pid = await _pid_in(pidfile)
+    with anyio.fail_after(WAIT):
+        await asyncio.wait(list(futures))
+    assert timed["state"] == FAILED
+    assert "timed out after 3 s" in str(futures[0].exception()), futures[0].exception()
+    assert await _gone(pid), f"the timed-out call (pid {pid}) still runs"
+    # the worker's cores are free again: as many calls as it has cores (2, see make_backend)
+    # run at the same time
+    files = [tmp_path / f"pid.{i}" for i in range(2)]
+    futures = await radical_backend.submit_tasks(
+        [{"function": rp_tasks.nap_noting_pid, "args": [str(f), 8]} for f in files]
+    )
+    pids = [await _pid_in(f) for f in files]
+    assert all(psutil.pid_exists(p) for p in pids), "the calls did not run side by side"
+    with anyio.fail_after(WAIT):
+        done = await asyncio.gather(*futures)
+    assert [t["return_value"] for t in done] == pids

@@ -87,17 +87,25 @@ def test_exit_status_reasons() -> None:
 
 @pytest.mark.anyio
 async def test_function_outcomes_round_trip() -> None:
+    call = _task(function=divmod)
     ok = translate.function_outcome(
-        {"state": "DONE", "return_value": await _call.call(_call.pack_call(divmod, (7, 2), {}))}
+        call,
+        {"state": "DONE", "return_value": await _call.call(_call.pack_call(divmod, (7, 2), {}))},
     )
     assert ok.ok and ok.return_value == (3, 1)
     failed = translate.function_outcome(
-        {"state": "DONE", "return_value": await _call.call(_call.pack_call(divmod, (1, 0), {}))}
+        call,
+        {"state": "DONE", "return_value": await _call.call(_call.pack_call(divmod, (1, 0), {}))},
     )
     assert isinstance(failed.exception, ZeroDivisionError)
     assert failed.reason == "ZeroDivisionError: integer division or modulo by zero"
     assert "Traceback" in (failed.stderr or "")
-    foreign = translate.function_outcome({"state": "FAILED", "exception": "ValueError('x')"})
+    foreign = translate.function_outcome(call, {"state": "FAILED", "exception": "ValueError('x')"})
     assert (
         not foreign.ok and foreign.reason == "the raptor worker could not run it: ValueError('x')"
     )
+    # the worker enforcing the task's timeout (as RADICAL-Pilot 1.103 reports it)
+    late = {"state": "FAILED", "exception": 'TimeoutError("task timed out")'}
+    timed = translate.function_outcome(_task(function=divmod, timeout=3), late)
+    assert timed.reason == "timed out after 3 s (stopped by the raptor worker)"
+    assert translate.function_outcome(call, late).reason.startswith("the raptor worker could not")

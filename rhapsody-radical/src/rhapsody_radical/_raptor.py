@@ -13,6 +13,9 @@ import time
 from typing import Any
 
 import radical.pilot as rp  # type: ignore[import-untyped]
+import radical.pilot.constants as rpc  # type: ignore[import-untyped]
+import radical.pilot.states as rps  # type: ignore[import-untyped]
+import radical.utils as ru  # type: ignore[import-untyped]
 
 from rhapsody_radical import _call
 
@@ -44,7 +47,26 @@ class Worker(rp.raptor.DefaultWorker):  # type: ignore[misc]
     Each task runs in a process forked from the worker, which would import the function's
     modules afresh every time (seconds for a scientific stack). Unpacking the call here first
     imports them into the worker, where every later fork finds them.
+
+    RADICAL-Pilot's worker reports no state when it starts a task: the client only learns
+    AGENT_EXECUTING when the result comes back (its task manager replays the states passed).
+    A function task would look queued while it runs, its timeout and cancellation would be
+    those of a queued task. So the worker publishes AGENT_EXECUTING itself once a task has its
+    cores, on the agent's state channel, flagged for forwarding to the client.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        bridge = self._reg[f"bridges.{rpc.STATE_PUBSUB}"]
+        self._states = ru.zmq.Publisher(rpc.STATE_PUBSUB, url=bridge["addr_pub"], log=self._log)
+
+    def _alloc(self, task: dict[str, Any]) -> bool:
+        allocated: bool = super()._alloc(task)
+        if allocated:
+            state = {"uid": task["uid"], "type": "task", "state": rps.AGENT_EXECUTING}
+            update = {"cmd": "update", "arg": [state], "fwd": True}
+            self._states.put(rpc.STATE_PUBSUB, update)
+        return allocated
 
     def _request_cb(self, tasks: Any) -> Any:
         _wait_for(self, "_result_thread")

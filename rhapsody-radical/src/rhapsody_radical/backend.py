@@ -447,7 +447,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             return
         task = attempt.task
         if task.is_function:
-            outcome = translate.function_outcome(result)
+            outcome = translate.function_outcome(task, result)
         else:
             outcome = translate.executable_outcome(task, result)
         if result.get("sandbox"):

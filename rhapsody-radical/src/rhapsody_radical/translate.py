@@ -204,17 +204,20 @@ def executable_outcome(task: TaskDescription, result: Mapping[str, Any]) -> Outc
     return Outcome.failure(reason, stdout=stdout, stderr=stderr, exit_code=code)
 
 
-def function_outcome(result: Mapping[str, Any]) -> Outcome:
+def function_outcome(task: TaskDescription, result: Mapping[str, Any]) -> Outcome:
     """The outcome of a function task: unpack what `_call.call` sent back."""
     stdout, stderr = result.get("stdout") or "", result.get("stderr") or ""
     packed = _call.unpack(result.get("return_value")) if result["state"] == "DONE" else None
     if packed is None:
-        what = (
-            "canceled by RADICAL-Pilot"
-            if result["state"] == "CANCELED"
-            else ("the raptor worker could not run it")
-        )
-        return Outcome.failure(f"{what}{failure_detail(result)}", stdout=stdout, stderr=stderr)
+        detail = failure_detail(result)
+        if result["state"] == "CANCELED":
+            reason = f"canceled by RADICAL-Pilot{detail}"
+        elif task.timeout is not None and "TimeoutError" in detail:
+            # the worker enforces the task's timeout (translate: `timeout`) and kills the call
+            reason = f"timed out after {task.timeout:g} s (stopped by the raptor worker)"
+        else:
+            reason = f"the raptor worker could not run it{detail}"
+        return Outcome.failure(reason, stdout=stdout, stderr=stderr)
     kind, value, trace = packed
     if kind == "ok":
         return Outcome(True, stdout=stdout, stderr=stderr, return_value=value)
