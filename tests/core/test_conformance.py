@@ -6,10 +6,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mpi_support import OPEN_MPI
-
 from rhapsody.backends.execution import ConcurrentExecutionBackend, NoopExecutionBackend
 from rhapsody.testing import BackendConformance
+from rhapsody.testing.probes import OPEN_MPI_LOOPBACK as OPEN_MPI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 from tiny_backend import TinyBackend

@@ -21,13 +21,13 @@ from typing import Any
 
 import attrs
 import pytest
-from mpi_support import OPEN_MPI
 
 from rhapsody.backends.base import ExecutionContext, Outcome
 from rhapsody.backends.execution import ConcurrentExecutionBackend
 from rhapsody.backends.launch import describe_exit
 from rhapsody.task import TaskDescription
 from rhapsody.testing import BackendConformance
+from rhapsody.testing.probes import OPEN_MPI_LOOPBACK as OPEN_MPI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 from tiny_backend import TinyBackend
