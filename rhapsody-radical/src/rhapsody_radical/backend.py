@@ -126,6 +126,9 @@ class RadicalExecutionBackend(BaseExecutionBackend):
     :param queue: batch queue or partition; ``project``: allocation to charge.
     :param pilot_description: further `rp.PilotDescription` fields (``access_schema``,
         ``sandbox``, ...).
+    :param launch_method: how the agent starts tasks (``srun``, ``mpirun``, ...), where the
+        backend writes the resource configuration: a SLURM platform without
+        ``radical_resource``, or ``platform="auto"`` in a SLURM job; default the platform's.
     :param raptor_workers: raptor workers started with the first function task; each takes
         ``raptor_worker_cores`` cores and ``raptor_worker_gpus`` GPUs of the pilot (the raptor
         master takes one more core).
@@ -152,6 +155,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         queue: str | None = None,
         project: str | None = None,
         pilot_description: Mapping[str, Any] | None = None,
+        launch_method: str | None = None,
         raptor_workers: int = 1,
         raptor_worker_cores: int = 1,
         raptor_worker_gpus: int = 0,
@@ -162,7 +166,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         work_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(name, work_dir=work_dir)
-        self._pilot_fields = config.pilot_description(
+        planned = config.pilot(
             resource,
             platform=platform,
             cores=cores,
@@ -171,8 +175,10 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             runtime=runtime,
             queue=queue,
             project=project,
+            launch_method=launch_method,
             extra=pilot_description,
         )
+        self._pilot_fields, self._resource_config = planned.fields, planned.resource_config
         for label, value, minimum in (
             ("raptor_workers", raptor_workers, 1),
             ("raptor_worker_cores", raptor_worker_cores, 1),
@@ -244,7 +250,9 @@ class RadicalExecutionBackend(BaseExecutionBackend):
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         inbox = _Inbox(loop, self._on_event)
-        runtime = self._runtime = Runtime(self._pilot_fields, inbox.task_event, inbox.pilot_event)
+        runtime = self._runtime = Runtime(
+            self._pilot_fields, inbox.task_event, inbox.pilot_event, self._resource_config
+        )
         self._thread = RPThread(f"rhapsody-{self.name}")
         # A process that exits without shutdown() must not leave the agent running (its
         # heartbeat timeout is ten minutes).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import queue
 import re
 import threading
@@ -24,7 +25,7 @@ import radical.pilot as rp  # type: ignore[import-untyped]
 import radical.utils as ru  # type: ignore[import-untyped]
 
 from rhapsody.backends.execution._orphans import Watchdog, kill_process_later
-from rhapsody_radical import loopback, processes
+from rhapsody_radical import loopback, processes, user_config
 from rhapsody_radical.states import FINAL
 
 T = TypeVar("T")
@@ -96,9 +97,15 @@ class Runtime:
     """The RADICAL-Pilot objects of one backend. Every method blocks; call from one thread."""
 
     def __init__(
-        self, pilot_description: Mapping[str, Any], on_task: TaskCallback, on_pilot: PilotCallback
+        self,
+        pilot_description: Mapping[str, Any],
+        on_task: TaskCallback,
+        on_pilot: PilotCallback,
+        resource_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.pilot_description = dict(pilot_description)
+        #: the configuration of the pilot's resource label, where the backend wrote it
+        self.resource_config = resource_config
         # Chosen here, not by RADICAL-Pilot, so that its processes can be found and stopped
         # even when creating the session itself hangs.
         self.sid = f"rp.session.{uuid.uuid4()}"
@@ -127,16 +134,20 @@ class Runtime:
         active within `timeout` seconds.
         """
         deadline = time.monotonic() + timeout
-        check_resource(self.resource)
         # If this process dies without close() (SIGKILL), the agent would run on until its
         # heartbeat times out (ten minutes), and its tasks with it.
         self._watchdog = Watchdog()
         self._watchdog.on_death("rhapsody_radical.processes:kill_session", self.sid)
-        if self.resource.startswith("local."):
-            # before the session: its bridges and the agent inherit the environment it sets
+        if self.resource.startswith("local.") or os.environ.get("RADICAL_DEFAULT_IFACE") == "lo":
+            # before the session: its bridges and the agent inherit the environment it sets (the
+            # agent of a written configuration is told so in it: `_config`)
             self._unconfine = loopback.confine()
         self._before_session = set(multiprocessing.active_children())
-        self.session = rp.Session(uid=self.sid)
+        with contextlib.ExitStack() as configs:
+            if self.resource_config is not None:  # read by the session as it is created
+                configs.enter_context(user_config.installed(self.resource, self._config()))
+            check_resource(self.resource)
+            self.session = rp.Session(uid=self.sid)
         self._forks = self._new_children()
         for fork in self._forks:  # not marked with the session id: named to the watchdog
             if fork.pid is not None:
@@ -165,6 +176,14 @@ class Runtime:
             )
         sandbox = _local_path(self.pilot.pilot_sandbox)
         self.is_local = sandbox is not None and Path(sandbox).is_dir()
+
+    def _config(self) -> dict[str, Any]:
+        """The written resource configuration; a confined client's agent binds on loopback too
+        (a submitted agent inherits no variable but the RADICAL_* ones)."""
+        config = dict(self.resource_config or {})
+        if self._unconfine is not None:
+            config["pre_bootstrap_0"] = [*config["pre_bootstrap_0"], f"export {loopback.ENV}=1"]
+        return config
 
     def close(self) -> None:
         """Close the session (terminating the pilot) without downloading profiles."""
