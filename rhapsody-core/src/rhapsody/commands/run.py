@@ -45,7 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("workflow", help="a .toml, .json or .yaml file with a 'tasks' list")
     parser.add_argument("--backend", help="backend name (default: the file's, else concurrent)")
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
-    parser.add_argument("--platform", help="a platform of the catalog, for backends that take one")
+    parser.add_argument(
+        "--platform",
+        help="a platform of the catalog, or 'auto' (the allocation this runs in), for backends "
+        "that take one",
+    )
     parser.add_argument(
         "--journal",
         metavar="FILE",
@@ -134,7 +138,8 @@ class _Terminated(Exception):
 def _make_backend(name: str, options: dict[str, Any], platform: str | None) -> BaseExecutionBackend:
     cls = backend_class(name)
     if platform is not None:
-        description = get_platform(platform)  # first: an unknown name is the likelier mistake
+        # first: an unknown name is the likelier mistake; "auto" is the backend's to resolve
+        description = platform if platform == "auto" else get_platform(platform)
         if "platform" not in inspect.signature(cls).parameters:
             raise BackendError(
                 f"backend {name!r} does not take a platform (its constructor has no "
