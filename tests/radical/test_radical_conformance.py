@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from rp_support import SHARED, WAIT, SharedPilot, assert_no_session_processes
 
-from rhapsody.testing import BackendConformance
+from rhapsody.testing import BackendConformance, probes
 from rhapsody_radical.backend import RadicalExecutionBackend
 
 
@@ -21,6 +21,8 @@ class _Radical(BackendConformance):
     # RADICAL-Pilot runs ~10 tasks/s and takes ~0.3 s from submission to result.
     state_machine_examples = 10
     wait_timeout = WAIT
+    runs_mpi = True  # the agent launches the ranks (mpirun on local.localhost)
+    mpi_environment = probes.OPEN_MPI_LOOPBACK
     made: ClassVar[list[RadicalExecutionBackend]] = []
 
     @pytest.fixture(scope="session")

@@ -55,6 +55,21 @@ def test_the_placement_spec_becomes_the_pilots_own_fields() -> None:
         "gpus_per_rank": 1,
     }
     assert fields["executable"] == "mpi_app"  # the agent's launch method starts the ranks
+    assert "pre_launch" not in fields
+
+
+def test_the_mpi_launcher_sees_the_environment() -> None:
+    task = _task(
+        executable="mpi_app",
+        ranks=2,
+        environment={"OMPI_MCA_btl": "self,tcp", "ODD": 'a "b" $c'},
+        task_backend_specific_kwargs={"pre_launch": "module load mpi"},
+    )
+    assert translate.executable_fields(task)["pre_launch"] == [
+        'export OMPI_MCA_btl="self,tcp"',
+        'export ODD="a \\"b\\" \\$c"',
+        "module load mpi",
+    ]
 
 
 def test_exit_status_reasons() -> None:

@@ -21,6 +21,7 @@ from rhapsody_radical import _call
 
 # Both constructors finish within a few seconds (they sleep 1 s to let ZMQ settle).
 _INIT_WAIT = 120.0
+_SETTLE = 1.0  # seconds a ZMQ publisher takes to be heard (RADICAL-Pilot's own figure)
 
 
 def _wait_for(obj: object, attribute: str) -> None:
@@ -42,7 +43,8 @@ class Master(rp.raptor.Master):  # type: ignore[misc]
 class Worker(rp.raptor.DefaultWorker):  # type: ignore[misc]
     """Requests can arrive as soon as the request getter exists, before the worker has made
     its slot table and result queue; the dispatch then dies with AttributeError and the task
-    never finishes. `_result_thread` is assigned last in `__init__`.
+    never finishes. `_result_thread` is assigned last in RADICAL-Pilot's `__init__`, and our
+    `_states` after it.
 
     Each task runs in a process forked from the worker, which would import the function's
     modules afresh every time (seconds for a scientific stack). Unpacking the call here first
@@ -59,17 +61,21 @@ class Worker(rp.raptor.DefaultWorker):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         bridge = self._reg[f"bridges.{rpc.STATE_PUBSUB}"]
         self._states = ru.zmq.Publisher(rpc.STATE_PUBSUB, url=bridge["addr_pub"], log=self._log)
+        # A new publisher's first messages are lost until its connection is up (RADICAL-Pilot
+        # lets its own settle for 1 s): the first state waits for that, no later one does.
+        self._states_from = time.monotonic() + _SETTLE
 
     def _alloc(self, task: dict[str, Any]) -> bool:
         allocated: bool = super()._alloc(task)
         if allocated:
+            time.sleep(max(0.0, self._states_from - time.monotonic()))
             state = {"uid": task["uid"], "type": "task", "state": rps.AGENT_EXECUTING}
             update = {"cmd": "update", "arg": [state], "fwd": True}
             self._states.put(rpc.STATE_PUBSUB, update)
         return allocated
 
     def _request_cb(self, tasks: Any) -> Any:
-        _wait_for(self, "_result_thread")
+        _wait_for(self, "_states")  # assigned once __init__ is done (after `_result_thread`)
         for task in tasks if isinstance(tasks, list) else [tasks]:
             _import_for(task)
         return super()._request_cb(tasks)

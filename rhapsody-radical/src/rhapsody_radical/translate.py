@@ -140,6 +140,13 @@ def executable_fields(task: TaskDescription) -> dict[str, Any]:
         pre_exec.extend([user_pre_exec] if isinstance(user_pre_exec, str) else user_pre_exec)
     if pre_exec:
         fields["pre_exec"] = pre_exec  # the user's own, after changing directory
+    if task.ranks > 1 and _variables(task):
+        # The agent's launch script starts the MPI launcher (mpirun, srun) before the task's
+        # own script sets `environment`: the launcher must see it too (its OMPI_MCA_* settings,
+        # OMPI_ALLOW_RUN_AS_ROOT), as a launcher started by the concurrent backend does.
+        exports = [f'export {k}="{_quoted(v)}"' for k, v in _variables(task).items()]
+        user = fields.get("pre_launch") or []
+        fields["pre_launch"] = exports + ([user] if isinstance(user, str) else list(user))
     return fields
 
 
