@@ -13,7 +13,15 @@ import shutil
 import sys
 
 import pytest
-from service_support import PY, TCP_SERVER, http_server, tcp_client, tcp_server
+from service_support import (
+    PY,
+    TCP_SERVER,
+    http_server,
+    redis_client,
+    redis_server,
+    tcp_client,
+    tcp_server,
+)
 
 import rhapsody
 from rhapsody.backends.execution import ConcurrentExecutionBackend
@@ -66,8 +74,11 @@ async def test_log_probe_waits_for_a_matching_line() -> None:
     server = {
         "uid": "logged",
         "executable": PY,
-        "arguments": ["-c", "import time; print('warming up', flush=True); time.sleep(0.5); "
-                      "print('server READY', flush=True); time.sleep(600)"],
+        "arguments": [
+            "-c",
+            "import time; print('warming up', flush=True); time.sleep(0.5); "
+            "print('server READY', flush=True); time.sleep(600)",
+        ],
         "service": {"log": r"READY$"},
     }
     seen: list[str] = []
@@ -87,8 +98,12 @@ async def test_publish_probe_takes_the_endpoint_the_service_publishes() -> None:
         "import sys, time; from rhapsody.registry import publish; "
         "publish('pub', 'tcp://somewhere:1234'); time.sleep(600)"
     )
-    server = {"uid": "pub", "executable": PY, "arguments": ["-c", script],
-              "service": {"publish": True}}
+    server = {
+        "uid": "pub",
+        "executable": PY,
+        "arguments": ["-c", script],
+        "service": {"publish": True},
+    }
     async with rhapsody.Session() as session:
         futures = await session.submit_tasks([server])
         await asyncio.wait_for(futures["pub"], 60)
@@ -99,8 +114,11 @@ async def test_a_service_that_exits_before_ready_fails_with_its_reason_and_its_d
     broken = {
         "uid": "broken",
         "executable": PY,
-        "arguments": ["-c", "import sys; print('bad config', file=sys.stderr); sys.exit(2)",
-                      "{port}"],
+        "arguments": [
+            "-c",
+            "import sys; print('bad config', file=sys.stderr); sys.exit(2)",
+            "{port}",
+        ],
         "service": {"http": "/"},
     }
     async with rhapsody.Session() as session:
@@ -225,24 +243,8 @@ async def test_a_backend_that_cannot_watch_output_rejects_a_log_probe() -> None:
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 async def test_redis_server_as_a_service_used_through_its_endpoint() -> None:
-    redis = {
-        "uid": "redis",
-        "executable": shutil.which("redis-server"),
-        "arguments": ["--port", "{port}", "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                      "no"],
-        "service": {"tcp": True},
-    }
-    script = (
-        "import os, socket, sys\n"
-        "host, port = os.environ['RHAPSODY_SERVICE_REDIS'].rsplit(':', 1)\n"
-        "c = socket.create_connection((host, int(port)), timeout=10)\n"
-        "c.sendall(sys.argv[1].encode() + b'\\r\\n')\n"
-        "print(c.recv(100).decode().strip())\n"
-    )
-    writer = {"uid": "set", "executable": PY, "arguments": ["-c", script, "SET key 42"],
-              "dependencies": ["redis"]}
-    reader = {"uid": "get", "executable": PY, "arguments": ["-c", script, "GET key"],
-              "dependencies": ["redis", "set"]}
+    redis = redis_server()
+    writer, reader = redis_client("set", "SET key 42"), redis_client("get", "GET key", "set")
     async with rhapsody.Session() as session:
         futures = await session.submit_tasks([redis, writer, reader])
         await asyncio.wait_for(asyncio.gather(futures["set"], futures["get"]), 60)
@@ -281,8 +283,9 @@ async def test_telemetry_reports_each_service_ready_with_its_endpoint() -> None:
     seen: list[ServiceReady] = []
     async with rhapsody.Session() as session:
         telemetry = await session.start_telemetry()
-        telemetry.subscribe(lambda event: seen.append(event) if isinstance(event, ServiceReady)
-                            else None)
+        telemetry.subscribe(
+            lambda event: seen.append(event) if isinstance(event, ServiceReady) else None
+        )
         futures = await session.submit_tasks([server])
         await asyncio.wait_for(futures["tcp"], 60)
         assert telemetry.services[0]["endpoint"] == server["endpoint"]
@@ -293,7 +296,10 @@ async def test_telemetry_reports_each_service_ready_with_its_endpoint() -> None:
 
 async def test_a_compute_task_object_can_be_a_service() -> None:
     server = rhapsody.ComputeTask(
-        executable=PY, arguments=["-c", TCP_SERVER, "{port}"], service={"tcp": True}, uid="obj"
+        executable=PY,
+        arguments=["-c", TCP_SERVER, "{port}", "{host}"],
+        service={"tcp": True},
+        uid="obj",
     )
     with pytest.raises(TaskValidationError, match="unknown key 'tpc'"):
         rhapsody.ComputeTask(executable=PY, service={"tpc": True})
@@ -309,8 +315,7 @@ async def test_a_plain_function_on_a_thread_cannot_be_a_service() -> None:
         with pytest.raises(TaskValidationError, match="cannot be stopped"):
             await session.submit_tasks([{"uid": "f", "function": print, "service": True}])
         # in its own process it can: stopping kills the process
-        isolated = {"uid": "p", "function": _serve_forever, "isolation": "process",
-                    "service": True}
+        isolated = {"uid": "p", "function": _serve_forever, "isolation": "process", "service": True}
         futures = await session.submit_tasks(
             [isolated, {"uid": "after", "executable": "/bin/true", "dependencies": ["p"]}]
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -26,10 +27,11 @@ pytest.importorskip("distributed", reason="the dask backend needs dask.distribut
 import anyio
 import cloudpickle
 import psutil
-from service_support import PY, http_server, tcp_client, tcp_server
+from service_support import PY, http_server, redis_client, redis_server, tcp_client, tcp_server
 
 import rhapsody
 from rhapsody.errors import TaskExecutionError, TaskValidationError
+from rhapsody.registry import alookup
 from rhapsody.services import endpoint_variable
 from rhapsody.states import CANCELED, DONE, EXECUTING, FAILED
 from rhapsody_dask.backend import DaskExecutionBackend
@@ -53,7 +55,7 @@ child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
 with open(os.environ["PIDS"], "w") as f:
     f.write(f"{os.getpid()} {child.pid}")
 s = socket.socket()
-s.bind(("127.0.0.1", int(sys.argv[1])))
+s.bind((sys.argv[2], int(sys.argv[1])))
 s.listen()
 while True:
     s.accept()[0].close()
@@ -106,7 +108,7 @@ def tree_server(tmp_path: Path) -> Iterator[tuple[dict[str, Any], Path]]:
     task = {
         "uid": "tree",
         "executable": PY,
-        "arguments": ["-c", TREE_SERVER, "{port}"],
+        "arguments": ["-c", TREE_SERVER, "{port}", "{host}"],
         "environment": {"PIDS": str(pids)},
         "service": {"tcp": True},
     }
@@ -176,7 +178,7 @@ async def test_start_up_timeout_fails_the_service_and_kills_its_processes(
 ) -> None:
     task, pids = tree_server
     # It never listens on the port it is given: the tcp probe times out.
-    task["arguments"] = ["-c", TREE_SERVER.replace("int(sys.argv[1])", "0"), "{port}"]
+    task["arguments"] = ["-c", TREE_SERVER.replace("int(sys.argv[1])", "0"), "{port}", "{host}"]
     task["service"] = {"tcp": True, "timeout": 3}
     futures = await session.submit_tasks([task])
     with anyio.fail_after(WAIT):
@@ -215,9 +217,7 @@ async def test_lifetime_dependents_stops_the_service_process_after_its_last_depe
 ) -> None:
     task, pids = tree_server
     task["service"] = {"tcp": True, "lifetime": "dependents"}
-    futures = await session.submit_tasks(
-        [task, tcp_client("c1", "tree"), tcp_client("c2", "tree")]
-    )
+    futures = await session.submit_tasks([task, tcp_client("c1", "tree"), tcp_client("c2", "tree")])
     with anyio.fail_after(WAIT):
         await asyncio.gather(futures["c1"], futures["c2"])
     assert all(alive(p) for p in pids_in(pids))
@@ -267,8 +267,12 @@ async def test_log_probe_waits_for_a_matching_line_of_stderr(session: rhapsody.S
         "sys.stdout.flush(); print('almost', file=sys.stderr, flush=True); time.sleep(1)\n"
         "print('server READY', file=sys.stderr, flush=True); time.sleep(600)\n"
     )
-    server = {"uid": "logged", "executable": PY, "arguments": ["-c", code],
-              "service": {"log": r"READY$"}}
+    server = {
+        "uid": "logged",
+        "executable": PY,
+        "arguments": ["-c", code],
+        "service": {"log": r"READY$"},
+    }
     seen: list[str] = []
     session.register_callback(lambda t, s: seen.append(f"{t['uid']}:{s}"))
     after = {"uid": "after", "executable": "/bin/true", "dependencies": ["logged"]}
@@ -282,8 +286,12 @@ async def test_log_probe_waits_for_a_matching_line_of_stderr(session: rhapsody.S
 async def test_a_log_probe_that_never_matches_fails_when_the_service_exits(
     session: rhapsody.Session,
 ) -> None:
-    quiet = {"uid": "quiet", "executable": PY, "arguments": ["-c", "print('starting')"],
-             "service": {"log": "READY"}}
+    quiet = {
+        "uid": "quiet",
+        "executable": PY,
+        "arguments": ["-c", "print('starting')"],
+        "service": {"log": "READY"},
+    }
     futures = await session.submit_tasks([quiet])
     with anyio.fail_after(WAIT):
         [error] = await asyncio.gather(*futures, return_exceptions=True)
@@ -318,29 +326,122 @@ async def test_start_up_timeout_counts_from_the_start_not_the_wait_for_a_worker(
         await backend.cancel_task("user")
 
 
-async def test_a_probed_service_on_a_worker_of_another_host_fails_saying_why(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # address= of a running scheduler whose worker is, as far as the client knows, on another
-    # host: the probe (from the client, to 127.0.0.1) could never reach the service there.
+# "Another host": workers on 127.0.0.2, a loopback address other than the client's 127.0.0.1
+# (scheduler and client stay on 127.0.0.1). A service bound there answers at 127.0.0.2 only, so
+# a port chosen and probed at the client's 127.0.0.1, as before, would never reach it.
+NODE = "127.0.0.2"
+
+
+@pytest.fixture
+async def node_cluster(tmp_path: Path) -> AsyncIterator[Any]:
+    """An address= cluster of two workers of two threads on NODE (services hold theirs)."""
+    import socket
+
     from distributed import LocalCluster
 
-    import rhapsody_dask.backend
-
-    monkeypatch.setattr(rhapsody_dask.backend, "_client_host", lambda: "login-node")
+    try:
+        with socket.socket() as probe:
+            probe.bind((NODE, 0))
+    except OSError as exc:
+        pytest.skip(f"{NODE} is not a local address here: {exc}")
     async with LocalCluster(
-        n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+        n_workers=2,
+        threads_per_worker=2,
+        host=NODE,
+        scheduler_kwargs={"host": "127.0.0.1"},
+        dashboard_address="127.0.0.1:0",
+        local_directory=str(tmp_path / "dask"),
         asynchronous=True,
     ) as cluster:
-        backend = DaskExecutionBackend(cluster.scheduler_address, work_dir=tmp_path)
-        async with rhapsody.Session([backend]) as session:
-            plain = {"uid": "plain", "executable": "/bin/true", "service": True}
-            futures = await session.submit_tasks([tcp_server(), plain])
-            with anyio.fail_after(WAIT):
-                error, ok = await asyncio.gather(*futures, return_exceptions=True)
-    assert isinstance(error, TaskExecutionError)
-    assert "must run on the client's host ('login-node')" in str(error)
-    assert ok is plain and plain["state"] == DONE  # not probed from here: not concerned
+        yield cluster
+
+
+def refused_at_loopback(endpoint: str) -> bool:
+    """Whether nothing answers at 127.0.0.1 on `endpoint`'s port (the service is bound to
+    NODE alone)."""
+    import socket
+
+    port = int(endpoint.rsplit(":", 1)[1])
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+async def test_services_on_workers_of_another_address_are_probed_and_used_there(
+    tmp_path: Path, node_cluster: Any
+) -> None:
+    backend = DaskExecutionBackend(node_cluster.scheduler_address, work_dir=tmp_path)
+    web = http_server()
+    env = endpoint_variable("web")
+    get = f"import os, urllib.request as u; print(u.urlopen(os.environ['{env}']).status)"
+    use = {"uid": "use", "executable": PY, "arguments": ["-c", get], "dependencies": ["web"]}
+    async with rhapsody.Session([backend]) as session:
+        futures = await session.submit_tasks([web, tcp_server(), use, tcp_client("c", "tcp")])
+        with anyio.fail_after(WAIT):
+            results = await asyncio.gather(futures["use"], futures["c"])
+        assert [r["stdout"].strip() for r in results] == ["200", "pong"]
+        tcp = futures["tcp"].result()
+        assert web["endpoint"].startswith(f"http://{NODE}:")
+        assert tcp["endpoint"].startswith(f"{NODE}:")
+        assert session.services["web"] == web["endpoint"]
+        with anyio.fail_after(WAIT):  # the registry holds the worker's address too
+            assert await alookup("tcp", wait=WAIT) == tcp["endpoint"]
+        assert refused_at_loopback(web["endpoint"]) and refused_at_loopback(tcp["endpoint"])
+    assert web["state"] == DONE and tcp["state"] == DONE
+
+
+async def test_a_restart_on_another_address_chooses_and_publishes_a_new_port(
+    tmp_path: Path, node_cluster: Any
+) -> None:
+    server = tcp_server("flaky", restarts=1)
+    server["environment"] = {"CRASH_AFTER": "2"}  # the probe's connection, then one client's
+    ready: list[str | None] = []
+    backend = DaskExecutionBackend(node_cluster.scheduler_address, work_dir=tmp_path)
+    backend.register_service_callback(lambda task, endpoint: ready.append(endpoint))
+    async with rhapsody.Session([backend]) as session:
+        futures = await session.submit_tasks([server, tcp_client("first", "flaky")])
+        with anyio.fail_after(WAIT):
+            assert (await futures["first"])["stdout"].strip() == "pong"
+        await wait_until(lambda: len(ready) == 2, "the restart")
+        assert ready[0] != ready[1] and server["endpoint"] == ready[1]
+        assert all(str(endpoint).startswith(f"{NODE}:") for endpoint in ready)
+        with anyio.fail_after(WAIT):
+            assert await alookup("flaky", wait=WAIT) == ready[1]
+        more = await session.submit_tasks([tcp_client("second", "flaky")])
+        with anyio.fail_after(WAIT):
+            assert (await more["second"])["stdout"].strip() == "pong"
+    assert server["restarts"] == 1
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+async def test_redis_on_a_worker_of_another_address(tmp_path: Path, node_cluster: Any) -> None:
+    redis = redis_server()
+    writer, reader = redis_client("set", "SET key 42"), redis_client("get", "GET key", "set")
+    backend = DaskExecutionBackend(node_cluster.scheduler_address, work_dir=tmp_path)
+    async with rhapsody.Session([backend]) as session:
+        futures = await session.submit_tasks([redis, writer, reader])
+        with anyio.fail_after(WAIT):
+            await asyncio.gather(futures["set"], futures["get"])
+        assert redis["endpoint"].startswith(f"{NODE}:")
+    assert writer["stdout"].strip() == "+OK"
+    assert reader["stdout"].split() == ["$2", "42"]
+    assert redis["state"] == DONE
+
+
+async def test_a_fixed_port_is_used_on_the_worker_address(
+    tmp_path: Path, node_cluster: Any
+) -> None:
+    from rhapsody.services.supervisor import free_port
+
+    port = free_port(NODE)
+    backend = DaskExecutionBackend(node_cluster.scheduler_address, work_dir=tmp_path)
+    async with rhapsody.Session([backend]) as session:
+        futures = await session.submit_tasks([tcp_server(port=port), tcp_client("c", "tcp")])
+        with anyio.fail_after(WAIT):
+            assert (await futures["c"])["stdout"].strip() == "pong"
+        assert futures["tcp"].result()["endpoint"] == f"{NODE}:{port}"
 
 
 async def _serve_in_a_coroutine(marker: str) -> None:
@@ -356,8 +457,7 @@ async def test_an_async_function_service_is_cancelled_on_its_worker(
     session: rhapsody.Session, tmp_path: Path
 ) -> None:
     marker = tmp_path / "cancelled"
-    svc = {"uid": "coro", "function": _serve_in_a_coroutine, "args": [str(marker)],
-           "service": True}
+    svc = {"uid": "coro", "function": _serve_in_a_coroutine, "args": [str(marker)], "service": True}
     futures = await session.submit_tasks(
         [svc, {"uid": "after", "executable": "/bin/true", "dependencies": ["coro"]}]
     )

@@ -8,6 +8,9 @@ Executables run as a child process in its own session, so the whole process tree
 signalled; its output goes to unnamed temporary files (no pipes to drain, nothing held open by
 grandchildren). Cancellation reaches them through `stop_children`, broadcast by the backend.
 A service's `log` probe is matched here, on the worker, against those files as they grow.
+A service's `{host}` / `{port}` are filled in here too: a port free on the worker's own address,
+reported to the backend (`ADDRESS`) before the service starts, so that the engine probes and
+publishes where the service really listens.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -30,11 +32,13 @@ from typing import IO, Any
 import attrs
 import cloudpickle  # type: ignore[import-untyped]
 from distributed import Worker, get_worker
+from distributed.comm.addressing import get_address_host, parse_address
 from tblib import pickling_support  # type: ignore[import-untyped]
 
 from rhapsody.backends import launch
 from rhapsody.backends.base import Outcome
 from rhapsody.backends.execution._subprocess import TAIL_BYTES
+from rhapsody.services.supervisor import locate
 from rhapsody.task import TaskDescription
 from rhapsody_dask import _orphans, _quiet
 
@@ -48,6 +52,8 @@ INLINE_LIMIT = 16 * 1024  # the scheduler keeps a topic's last 1000 events: boun
 # line travels (one event per attempt, however much the service prints); the engine matches it
 # again as it would any output it is given.
 OUTPUT = "output"
+# (ADDRESS, key, host, port): where a service's attempt listens, sent before it starts
+ADDRESS = "address"
 _LOG_POLL = 0.1  # seconds between two looks at a service's output files
 _LINE_LIMIT = 64 * 1024  # an unterminated line is kept up to this many bytes, as the engine does
 
@@ -62,9 +68,6 @@ class Job:
     spill_dir: str  # where output beyond `max_output` bytes is written in full
     max_output: int
     children_dir: str | None  # embedded cluster: where each child is noted (see _orphans)
-    # address=/cluster=: the client's host name, for a service the client probes (see
-    # `_elsewhere`); None otherwise
-    client_host: str | None = None
 
 
 def run(job: Job) -> bytes:
@@ -72,12 +75,10 @@ def run(job: Job) -> bytes:
     worker = get_worker()
     key = str(worker.get_current_task())
     worker.log_event(job.topic, (STARTED, key))
-    if job.client_host is not None and (elsewhere := _elsewhere(job.client_host)):
-        outcome = Outcome.failure(elsewhere)
-    elif job.task.function is not None:
-        outcome = _call(job.task, key)
-    else:
-        outcome = _spawn(job, key, worker)
+    task = job.task
+    if task.service is not None:
+        task = _located(task, key, job.topic, worker)
+    outcome = _call(task, key) if task.function is not None else _spawn(job, task, key, worker)
     payload = _pickled(outcome)
     if len(payload) <= INLINE_LIMIT:
         # Saves the backend a round trip to fetch the result, which costs more than the task.
@@ -85,18 +86,16 @@ def run(job: Job) -> bytes:
     return payload
 
 
-def _elsewhere(client_host: str) -> str | None:
-    """Why a service the client probes cannot run on this worker: the engine chose its port on
-    the client's host and probes `127.0.0.1` there, so it must run on that host."""
-    here = socket.gethostname()
-    if here == client_host:
-        return None
-    return (
-        f"it runs on dask worker host {here!r}, but a service with an 'http' or 'tcp' probe "
-        f"must run on the client's host ({client_host!r}): the probe and the endpoint use "
-        "127.0.0.1 there; run it on a worker of that host (e.g. a worker resource to restrict "
-        "it to), or on the embedded cluster"
-    )
+def _located(task: TaskDescription, key: str, topic: str, worker: Worker) -> TaskDescription:
+    """Service `task` with `{host}` / `{port}` filled in for this worker, whose address (the
+    one dask reaches it at: 127.0.0.1 for a loopback worker, the node's address on a cluster)
+    it listens on; the address is reported to the backend before the service starts."""
+    # An in-process worker (inproc://) serves a client of its own process: this host.
+    inproc = parse_address(worker.address)[0] == "inproc"
+    host = "127.0.0.1" if inproc else get_address_host(worker.address)
+    task, port = locate(task, host)
+    worker.log_event(topic, (ADDRESS, key, host, port))
+    return task
 
 
 def _pickled(outcome: Outcome) -> bytes:
@@ -164,8 +163,7 @@ _CANCELLED_KEPT = 4096
 _lock = threading.Lock()
 
 
-def _spawn(job: Job, key: str, worker: Worker) -> Outcome:
-    task = job.task
+def _spawn(job: Job, task: TaskDescription, key: str, worker: Worker) -> Outcome:
     argv = launch.command_line(task)
     env = launch.environment(task)  # over this worker's environment
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:

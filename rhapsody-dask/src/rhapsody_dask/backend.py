@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import pickle
-import socket
 import uuid
 from collections.abc import Coroutine, Mapping
 from typing import Any
@@ -79,6 +78,9 @@ class DaskExecutionBackend(BaseExecutionBackend):
     # A service's `log` probe: the runner matches the executable's output on the worker and
     # sends the matching line (`_runner.OUTPUT`).
     streams_output = True
+    # A service's port is chosen on its worker, which listens on its own address and reports
+    # it (`_runner.ADDRESS`): the engine probes and publishes that address.
+    chooses_service_ports = True
 
     def __init__(
         self,
@@ -299,8 +301,6 @@ class DaskExecutionBackend(BaseExecutionBackend):
             str(self.work_dir),
             self._max_output,
             self._embedded.children_dir if self._embedded is not None else None,
-            # A service probed from here must run on this host (see `_runner._elsewhere`).
-            _client_host() if self._shape is None and _probed_from_here(task) else None,
         )
         if self._shape is None:
             placed = await self._place(task)
@@ -349,9 +349,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
             )
         return outcome
 
-    def _dask_failure(
-        self, key: str, future: Future[bytes], exc: BaseException | None
-    ) -> Outcome:
+    def _dask_failure(self, key: str, future: Future[bytes], exc: BaseException | None) -> Outcome:
         """The runner returns task failures, so an error here is dask's: say which."""
         if (lost := self._lost.get(key)) is not None:
             return Outcome.failure(lost)
@@ -491,6 +489,8 @@ class DaskExecutionBackend(BaseExecutionBackend):
             self._finished[key] = message[2]
         elif kind == _runner.OUTPUT:
             ctx.output(message[2])
+        elif kind == _runner.ADDRESS:
+            ctx.service_address(message[2], message[3])
 
     # -- cancellation ----------------------------------------------------------------------------
     def _abort(self, future: Future[bytes], key: str) -> None:
@@ -529,16 +529,6 @@ class DaskExecutionBackend(BaseExecutionBackend):
             await asyncio.wait_for(request, self._kill_grace + _STOP_STEP_TIMEOUT)
         except Exception as exc:  # shutting down: report, but go on closing
             logger.warning("%s: shutdown step failed: %s: %s", self.name, type(exc).__name__, exc)
-
-
-def _client_host() -> str:
-    """This host's name as a worker's `socket.gethostname()` says it (a function: tests
-    pretend to be elsewhere)."""
-    return socket.gethostname()
-
-
-def _probed_from_here(task: TaskDescription) -> bool:
-    return task.service is not None and task.service.needs_port
 
 
 def _cores_of(worker: dict[str, Any], restricted: bool) -> int:

@@ -127,6 +127,15 @@ class ExecutionContext:
         if service is not None and service.log is not None:
             service.log.feed(data)
 
+    def service_address(self, host: str, port: int | None) -> None:
+        """Report where this attempt of a service task listens: the address its `{host}` was
+        replaced by and the port of its `{port}` (None: it has none), as `rhapsody.services.
+        supervisor.locate` gave them where it runs. For a backend whose class sets
+        `chooses_service_ports`; the engine probes and publishes that address. Loop thread only."""
+        service = self._node.service
+        if service is not None:
+            service.at(host, port)
+
     @property
     def work_dir(self) -> Path:
         """The backend's work directory (created on first use)."""
@@ -196,6 +205,11 @@ class BaseExecutionBackend:
     #: the address a service task's port is chosen on and its endpoint names. The default
     #: suits backends whose tasks run on this host.
     service_host: ClassVar[str] = "127.0.0.1"
+    #: True when the backend chooses a service's port where the service runs: it fills in
+    #: `{host}` / `{port}` there (`rhapsody.services.supervisor.locate`) and reports them with
+    #: `ctx.service_address` before the service starts. Otherwise the engine chooses the port
+    #: on `service_host` of this host.
+    chooses_service_ports: ClassVar[bool] = False
     #: True for a backend that runs AI tasks (requests to inference servers)
     runs_ai_tasks: ClassVar[bool] = False
     #: True for a backend that launches a task of `ranks > 1` as that many processes of one MPI
@@ -726,7 +740,9 @@ class BaseExecutionBackend:
             self._arm_timeout(node)
         spec = desc.service
         assert spec is not None
-        run = node.service = ServiceRun(spec, self.service_host)
+        run = node.service = ServiceRun(
+            spec, self.service_host, reported=self.chooses_service_ports
+        )
         if spec.lifetime == "dependents":
             self._lifetime_services += 1
         token = (desc.secret_environment or {}).get(spec.auth) if spec.auth else None
@@ -734,7 +750,7 @@ class BaseExecutionBackend:
         outcome: Outcome | None
         try:
             while True:
-                attempt_desc, _ = run.prepare(desc)
+                attempt_desc = run.prepare(desc)
                 attempt = asyncio.ensure_future(self._attempt(attempt_desc, ctx))
                 try:
                     ready, result = await until_ready(run, node.uid, token, attempt)

@@ -1,9 +1,13 @@
 """`ServiceRun`: what the engine keeps for one service task while it runs.
 
 The engine (backends/base.py) launches a service's attempts like any task's; this module holds
-what differs: the port chosen for each attempt and put into the task's arguments and
+what differs: the address (host, port) of each attempt, put into the task's arguments and
 environment, the readiness probe raced against the attempt, and the bookkeeping of who uses the
 service (for the "dependents" lifetime).
+
+The engine chooses the port on this host, unless the backend `chooses_service_ports`: that
+backend calls `locate` where the service runs and reports the address it got through
+`ExecutionContext.service_address`, which the probe waits for.
 """
 
 from __future__ import annotations
@@ -22,9 +26,21 @@ from rhapsody.task import TaskDescription
 
 def free_port(host: str) -> int:
     """A port nobody listens on at `host` now (the service binds it right after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def locate(task: TaskDescription, host: str) -> tuple[TaskDescription, int | None]:
+    """Service `task` as it runs at `host`, and its port: `{host}` replaced by `host`, `{port}`
+    by the spec's fixed port or, where the task uses `{port}`, a port free at `host` now
+    (None: no port). Called where the port is chosen: by the engine, or, for a backend that
+    `chooses_service_ports`, by the backend where the service runs."""
+    port = task.service.port if task.service is not None else None
+    if port is None and uses_port(task):
+        port = free_port(host)
+    return with_address(task, host, port), port
 
 
 def uses_port(task: TaskDescription) -> bool:
@@ -60,32 +76,57 @@ def with_address(task: TaskDescription, host: str, port: int | None) -> TaskDesc
 class ServiceRun:
     """The live state of one service task (attached to its engine node)."""
 
-    __slots__ = ("host", "log", "port", "ready", "spec", "started", "stopping", "users")
+    __slots__ = (
+        "host",
+        "located",
+        "log",
+        "port",
+        "ready",
+        "reported",
+        "spec",
+        "started",
+        "stopping",
+        "users",
+    )
 
-    def __init__(self, spec: ServiceSpec, host: str) -> None:
+    def __init__(self, spec: ServiceSpec, host: str, *, reported: bool = False) -> None:
         self.spec = spec
-        self.host = host
+        self.host = host  # where the engine chooses ports; then where the attempt listens
+        self.reported = reported  # the backend chooses the address and reports it
         self.port: int | None = None
         self.ready = False
         self.stopping = False  # the runtime stops it (shutdown, lifetime): it ends DONE
         self.users: set[str] = set()  # uids of unfinished dependents
         self.started: asyncio.Future[None] | None = None
+        self.located: asyncio.Future[None] | None = None  # the attempt's address is known
         self.log: probes.LogWatch | None = None
 
-    def prepare(self, task: TaskDescription) -> tuple[TaskDescription, str | None]:
-        """The attempt's task (port filled in) and its endpoint, before it is launched."""
+    def prepare(self, task: TaskDescription) -> TaskDescription:
+        """The attempt's task, before it is launched: its address filled in, unless the
+        backend fills it in where the service runs (and reports it: `at`)."""
         loop = asyncio.get_running_loop()
         self.started = loop.create_future()
+        self.located = loop.create_future()
         self.log = probes.LogWatch(self.spec.pattern) if self.spec.pattern is not None else None
-        self.port = self.spec.port
-        if self.port is None and uses_port(task):
-            self.port = free_port(self.host)
-        return with_address(task, self.host, self.port), self.endpoint()
+        if self.reported:
+            self.port = None
+            return task
+        task, self.port = locate(task, self.host)
+        self.located.set_result(None)
+        return task
+
+    def at(self, host: str, port: int | None) -> None:
+        """The backend's report of where this attempt listens (`ExecutionContext.
+        service_address`); the first report of an attempt counts."""
+        if self.reported and self.located is not None and not self.located.done():
+            self.host, self.port = host, port
+            self.located.set_result(None)
 
     def endpoint(self) -> str | None:
         if self.port is None:
             return None
-        where = f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        where = f"{host}:{self.port}"
         return f"http://{where}" if self.spec.probe == "http" else where
 
     def on_started(self) -> None:
@@ -95,8 +136,9 @@ class ServiceRun:
     async def wait_ready(self, uid: str, token: str | None) -> str | None:
         """Return the endpoint once the probe passes (the caller bounds the wait)."""
         spec = self.spec
-        assert self.started is not None
+        assert self.started is not None and self.located is not None
         await self.started
+        await self.located
         if spec.probe == "http":
             assert self.port is not None
             await probes.http_ready(self.host, self.port, spec.path, token)
