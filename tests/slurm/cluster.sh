@@ -152,7 +152,9 @@ start() {
     export SLURM_CONF=$CONF
     pid_alive "$DIR/slurmctld.pid" || /usr/sbin/slurmctld -i || die "slurmctld did not start"
     start_slurmds
-    for _ in $(seq 300); do
+    # 60 s of wall clock (a hanging sinfo takes its 10 s timeout per look)
+    local deadline=$((SECONDS + 60))
+    while [ "$SECONDS" -lt "$deadline" ]; do
         if nodes_idle; then
             say "up: ${#NODES[@]} nodes idle"
             echo "export SLURM_CONF=$CONF"
