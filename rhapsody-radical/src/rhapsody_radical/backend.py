@@ -56,6 +56,8 @@ _TAIL_BYTES = 64 * 1024
 # seen from here, by a cancel sent a little later, when its start is most likely over.
 _KILL_POLL = 0.2
 _REMOTE_CANCEL_DELAY = 2.0
+# seconds between two looks at the pilot's state (see _watch_pilot)
+_PILOT_POLL = 2.0
 
 
 class _Attempt:
@@ -202,6 +204,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         self._stop_when_executing: set[str] = set()
         self._stopping: set[str] = set()
         self._killer: asyncio.Task[None] | None = None
+        self._pilot_watch: asyncio.Future[None] | None = None
         self._flush_scheduled = False
         self._submitting = False
         self._pilot_error: str | None = None
@@ -274,6 +277,18 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             runtime.kill_leftovers()
             self._drop_runtime(runtime)
             raise
+        self._pilot_watch = asyncio.ensure_future(self._watch_pilot(runtime))
+        self._pilot_watch.add_done_callback(_log_failure)
+
+    async def _watch_pilot(self, runtime: Runtime) -> None:
+        """Look at the pilot's state too: RADICAL-Pilot 1.103 calls no pilot callback for every
+        end (a pilot cancelled through its manager went DONE with none, its tasks left
+        looking EXECUTING)."""
+        while not self._closing and self._pilot_error is None:
+            await asyncio.sleep(_PILOT_POLL)
+            state = runtime.pilot.state
+            if state in FINAL_STATES and not self._closing and self._pilot_error is None:
+                self._on_pilot_final(state, await asyncio.to_thread(runtime.diagnostics))
 
     async def _stop(self) -> None:
         runtime = self._runtime
@@ -281,6 +296,8 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             return
         if self._killer is not None:
             self._killer.cancel()  # closing the session stops every task
+        if self._pilot_watch is not None:
+            self._pilot_watch.cancel()
         await self._close_quietly(runtime)
         leftovers = await asyncio.to_thread(runtime.kill_leftovers)
         if leftovers:
@@ -463,11 +480,15 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         self._resolve(uid, outcome, result)
 
     def _on_pilot_final(self, state: str, diagnostics: str) -> None:
-        if self._closing:
+        if self._closing or self._pilot_error is not None:  # seen by the callback and the watch
             return
         assert self._runtime is not None
         self._pilot_error = f"pilot on {self._runtime.resource} ended {state}\n{diagnostics}"
         logger.error("%s: %s", self.name, self._pilot_error)
+        if self._runtime.is_local and self._attempts:
+            # an ended pilot's agent does not always stop its tasks (a cancelled one left them)
+            kill = asyncio.to_thread(processes.kill_tasks, self._runtime.sid, set(self._attempts))
+            asyncio.ensure_future(kill).add_done_callback(_log_failure)
         for uid in list(self._attempts):
             self._resolve(uid, Outcome.failure(self._pilot_error), {})
 
