@@ -75,8 +75,8 @@ class _Backend:
         self.lanes = 0  # lanes made so far
 
 
-# A live task's record: a list (cheaper to make than an object), indexed by these.
-_BACKEND, _QUEUED, _STARTED, _LANE, _ATTEMPT = range(5)
+# A running attempt (TelemetryManager._running): a tuple indexed by these.
+_BACKEND, _STARTED, _LANE, _ATTEMPT, _QUEUED = range(5)
 
 
 class TelemetryManager:
@@ -118,7 +118,13 @@ class TelemetryManager:
         self._default_backend = default_backend
         self._subscribers: list[Subscriber] = []
         self._eventful = False  # someone wants event objects: subscribers or the checkpoint
-        self._tasks: dict[str, list[Any]] = {}  # live tasks' records (_BACKEND, ...)
+        # Every live task is in one of these three, by uid. The callback touches data that
+        # stays small and hot in the cache (`_waiting` holds only tasks with unfinished
+        # dependencies, `_running` only running ones); only `_queued` grows with the backlog.
+        self._waiting: set[str] = set()  # SCHEDULING_PENDING: waiting for dependencies
+        self._queued: dict[str, float] = {}  # EXECUTING_PENDING: since when
+        self._running: dict[str, tuple[Any, ...]] = {}  # EXECUTING: _BACKEND, _STARTED, ...
+        self._retried: dict[str, int] = {}  # attempts that failed and were retried, by uid
         self._backend_of: dict[str, _Backend] = {}
         #: per backend: submitted, started, completed, failed, canceled, running
         self.per_backend: dict[str, list[int]] = {}
@@ -199,9 +205,9 @@ class TelemetryManager:
             task.cancel()
         now = time.time()
         # Attempts still running (a close while tasks run) end now, as canceled.
-        for uid, record in self._tasks.items():
-            if record[_STARTED] is not None:
-                self._end_attempt(uid, record, now, "canceled", {})
+        running, self._running = self._running, {}
+        for uid, attempt in running.items():
+            self._end_attempt(uid, attempt, now, "canceled", {})
         self._publish(ev.SessionEnded, None, None, now, duration_seconds=now - self.started_at)
         assert self._otel is not None
         # Spans are made now only for those who take them away: exporters and the checkpoint.
@@ -362,40 +368,38 @@ class TelemetryManager:
                 "attempt": r[_ATTEMPT],
                 "start": r[_STARTED],
             }
-            for uid, r in list(self._tasks.items())
-            if r[_STARTED] is not None
+            for uid, r in list(self._running.items())
         ]
 
     # -- the engine's callback: the hot path ---------------------------------------------------
-    # Called on every state change of every task (four per task), so it only keeps counters
-    # and one list per live task; the common transitions take no further call, events are
-    # made only when someone wants them, and OpenTelemetry data later, in batches.
+    # Called on every state change of every task (four per task, amid the engine's own work):
+    # the common transitions are handled in this one frame, touching little memory (`_waiting`
+    # and `_running` stay small, only `_queued` grows with the backlog) and allocating one tuple
+    # per attempt; rare cases (retries, tasks first seen late, failures, events) call helpers.
+    # OpenTelemetry data is made later, in batches.
     def _on_state(self, task: dict[str, Any], state: str) -> None:
         if self._stopped:
             return
         uid = task["uid"]
-        record = self._tasks.get(uid)
-        if record is None:
-            record = self._new_task(uid, task)
-            if state == SCHEDULING_PENDING:
-                return
         if state == EXECUTING:
             now = _now()
-            backend: _Backend = record[_BACKEND]
+            backend = self._backend_of.get(task.get("backend", "")) or self._backend(task)
+            queued = self._queued.pop(uid, None)
+            if queued is None:  # a backend that skips EXECUTING_PENDING, or first seen here
+                self._not_queued(uid, task, backend)
             free = backend.free
             if free:
                 lane = heapq.heappop(free)  # the lowest free slot, as the trace does
             else:
                 lane = backend.lanes
                 backend.lanes = lane + 1
-            record[_STARTED] = now
-            record[_LANE] = lane
-            record[_ATTEMPT] += 1
+            attempt = self._retried.get(uid, 0) + 1 if self._retried else 1
+            self._running[uid] = (backend, now, lane, attempt, queued)
             counters = backend.counters
             counters[at.STARTED] += 1
             counters[at.RUNNING] += 1
             if self._eventful:
-                attributes = {"attempt": record[_ATTEMPT], "slot": lane}
+                attributes = {"attempt": attempt, "slot": lane}
                 self._publish(
                     ev.TaskStarted,
                     uid,
@@ -406,63 +410,117 @@ class TelemetryManager:
                 )
         elif state == EXECUTING_PENDING:
             now = _now()
-            if record[_STARTED] is not None:  # a failed attempt that is retried
-                self._end_attempt(uid, record, now, RETRIED, _snapshot(task))
-            record[_QUEUED] = now
+            if uid in self._waiting:
+                self._waiting.remove(uid)
+            else:
+                self._requeued(uid, task, now)
+            self._queued[uid] = now
             if self._eventful:
-                attributes = {"attempt": record[_ATTEMPT] + 1}
-                self._publish(ev.TaskQueued, uid, record[_BACKEND].name, now, attributes=attributes)
+                attributes = {"attempt": self._retried.get(uid, 0) + 1}
+                name = self._backend(task).name
+                self._publish(ev.TaskQueued, uid, name, now, attributes=attributes)
+        elif state == SCHEDULING_PENDING:
+            backend = self._backend_of.get(task.get("backend", "")) or self._backend(task)
+            backend.counters[at.SUBMITTED] += 1
+            self._waiting.add(uid)
+            if self._eventful:
+                self._announce(uid, task, backend.name)
         else:
             final = _FINAL.get(state)
             if final is None:
                 return
             now = _now()
-            started = record[_STARTED]
-            if started is not None:
-                self._end_attempt(uid, record, now, final[0], task)
-            backend = record[_BACKEND]
+            running = self._running.pop(uid, None)
+            if running is not None:
+                backend = running[_BACKEND]
+                self._end_attempt(uid, running, now, final[0], task)
+                run = now - running[_STARTED]
+            else:
+                backend = self._never_started(uid, task)
+                run = 0.0
+            if self._retried:
+                self._retried.pop(uid, None)
             backend.counters[final[1]] += 1
-            del self._tasks[uid]
             usage = task.get("usage")
             if usage is not None:
                 self._count_tokens(backend.name, usage)
             if state == FAILED or self._eventful:
-                run = 0.0 if started is None else now - started
                 self._report_end(uid, backend.name, task, state, now, run)
 
-    def _new_task(self, uid: str, task: dict[str, Any]) -> list[Any]:
+    def _backend(self, task: dict[str, Any]) -> _Backend:
+        """The record of the backend that runs `task` (made for its first task)."""
         name = task.get("backend") or self._default_backend() or "unknown"
         backend = self._backend_of.get(name)
         if backend is None:
             backend = self._backend_of[name] = _Backend(name)
             self.per_backend[name] = backend.counters
+        return backend
+
+    def _first_seen(self, uid: str, task: dict[str, Any], backend: _Backend) -> None:
+        """Count a task seen for the first time in a later state (submitted before telemetry
+        started, or canceled before it was scheduled), as SCHEDULING_PENDING does."""
         backend.counters[at.SUBMITTED] += 1
-        record = self._tasks[uid] = [backend, None, None, -1, 0]
         if self._eventful:
-            now = _now()
-            self._publish(ev.TaskCreated, uid, name, now, attributes=_describe(task))
-            self._publish(ev.TaskSubmitted, uid, name, now)
-        return record
+            self._announce(uid, task, backend.name)
+
+    def _announce(self, uid: str, task: dict[str, Any], backend: str) -> None:
+        now = _now()
+        self._publish(ev.TaskCreated, uid, backend, now, attributes=_describe(task))
+        self._publish(ev.TaskSubmitted, uid, backend, now)
+
+    def _requeued(self, uid: str, task: dict[str, Any], now: float) -> None:
+        """EXECUTING_PENDING of a task that was not waiting: a failed attempt to be retried,
+        or a task submitted before telemetry started."""
+        failed = self._running.pop(uid, None)
+        if failed is not None:
+            self._retried[uid] = failed[_ATTEMPT]
+            self._end_attempt(uid, failed, now, RETRIED, _snapshot(task))
+        else:
+            self._first_seen(uid, task, self._backend(task))
+
+    def _not_queued(self, uid: str, task: dict[str, Any], backend: _Backend) -> None:
+        """EXECUTING of a task never seen queued: its backend skipped EXECUTING_PENDING, or
+        it was submitted before telemetry started."""
+        if uid in self._waiting:
+            self._waiting.remove(uid)
+        else:
+            self._first_seen(uid, task, backend)
+
+    def _never_started(self, uid: str, task: dict[str, Any]) -> _Backend:
+        """The backend of a task that ends without running (its dependencies failed, it was
+        canceled, it failed to start); counted submitted if not seen before."""
+        backend = self._backend(task)
+        if uid in self._waiting:
+            self._waiting.remove(uid)
+        elif self._queued.pop(uid, None) is None:  # from NEW (canceled before scheduling)
+            self._first_seen(uid, task, backend)
+        return backend
 
     def _end_attempt(
-        self, uid: str, record: list[Any], now: float, status: str, task: dict[str, Any] | None
+        self,
+        uid: str,
+        running: tuple[Any, ...],
+        now: float,
+        status: str,
+        task: dict[str, Any] | None,
     ) -> None:
         """Record the attempt that ends now. `task` is read later (spans, summary, dashboard):
         a final attempt passes the task dict itself, whose fields no longer change; a retried
-        one passes a snapshot, since the next attempt overwrites them."""
-        started = record[_STARTED]
-        backend: _Backend = record[_BACKEND]
+        one passes a snapshot, since the next attempt overwrites them. The caller has taken
+        `running` out of `_running`."""
+        backend = running[_BACKEND]
         backend.counters[at.RUNNING] -= 1
-        heapq.heappush(backend.free, record[_LANE])
-        queued = record[_QUEUED]
+        lane = running[_LANE]
+        heapq.heappush(backend.free, lane)
+        started, queued = running[_STARTED], running[_QUEUED]
         self.records.append(
             (
                 uid,
                 backend.name,
                 # Where it ran: the client's host, unless the backend wrote the task's node.
                 (task.get("node") if task else None) or self.node_id,
-                record[_LANE],
-                record[_ATTEMPT],
+                lane,
+                running[_ATTEMPT],
                 started,
                 now,
                 status,
@@ -470,7 +528,6 @@ class TelemetryManager:
                 task,
             )
         )
-        record[_STARTED] = None
 
     def _report_end(
         self, uid: str, backend: str, task: dict[str, Any], state: str, now: float, run: float
@@ -580,7 +637,8 @@ class TelemetryManager:
             rows: list[dict[str, Any]] = []
             for backend in self._backends():
                 rows.extend(await self._remote_rows(backend))
-            rows.extend(self._sampler.sample())
+            # psutil and NVML calls block (NVML for milliseconds per GPU): off the event loop.
+            rows.extend(await asyncio.to_thread(self._sampler.sample))
             now = time.time()
             seen: set[tuple[str, int | None]] = set()
             for row in rows:
