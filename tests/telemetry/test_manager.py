@@ -21,6 +21,8 @@ from rhapsody.telemetry import (
     ServiceReady,
     TelemetryError,
     TelemetryManager,
+    TelemetryReader,
+    TelemetrySubscriber,
     define_event,
 )
 
@@ -331,3 +333,34 @@ def test_a_canceled_task_and_extra_processors_readers_and_resource() -> None:
     assert totals["tasks_canceled"] == 1
     assert totals["tasks_failed"] == 1
     assert totals["tasks_running"] == 0
+
+
+def test_rhapsody_py_reader_subscriber_and_awaitable_stop() -> None:
+    async def go() -> tuple[TelemetryManager, list[str], str]:
+        session = Session([ConcurrentExecutionBackend(name="local")])
+        manager = await session.start_telemetry()
+        seen: list[str] = []
+        TelemetrySubscriber(manager).subscribe(lambda event: seen.append(event.event_type))
+        await session.submit_tasks(
+            [{"uid": "a", "executable": "/bin/true"}, {"uid": "b", "function": len, "args": ["x"]}]
+        )
+        await session.wait_tasks()
+        await manager.stop()  # rhapsody-py's stop() is a coroutine
+        assert not manager.running
+        await session.close()
+        return manager, seen, session.uid
+
+    manager, seen, uid = asyncio.run(go())
+    assert seen[-1] == "SessionEnded" and "TaskCompleted" in seen
+    reader = TelemetryReader(manager)
+    assert [s.attributes["task_id"] for s in reader.read_traces(task_id="a")] == ["a"]
+    assert {s.name for s in reader.read_traces(session_id=uid)} == {"session", "task"}
+    assert len(reader.read_traces(session_id=uid)) == 3
+    assert reader.read_traces(session_id="another") == ()
+    names = {
+        m.name
+        for rm in reader.read_metrics().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+    assert "tasks_completed" in names

@@ -24,6 +24,7 @@ from rhapsody.telemetry.events import (
     define_event,
     make_event,
 )
+from rhapsody.telemetry.interfaces import TelemetryReader, TelemetrySubscriber
 from rhapsody.telemetry.manager import TelemetryError, TelemetryManager
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "TaskSubmitted",
     "TelemetryError",
     "TelemetryManager",
+    "TelemetryReader",
+    "TelemetrySubscriber",
     "define_event",
     "make_event",
 ]

@@ -230,7 +230,9 @@ class TelemetryManager:
             self._checkpoint = None
             self._eventful = bool(self._subscribers)
 
-    stop = close  # rhapsody-py's name
+    async def stop(self) -> None:
+        """rhapsody-py's name, a coroutine there: the same as `close()`."""
+        self.close()
 
     async def start_dashboard(self, *, port: int = 0, interval: float = 0.5) -> str:
         """Serve the live dashboard on 127.0.0.1:`port` (0: any free port), pushing an update
