@@ -58,3 +58,11 @@ def test_kwargs_keep_the_users_worker_arguments() -> None:
     kwargs = cluster_kwargs(frontera, worker_extra_args=["--lifetime", "1h"])
     assert kwargs["worker_extra_args"] == ["--lifetime", "1h", "--resources", "cores=1"]
     assert kwargs["queue"] == frontera.partition
+
+
+def test_workers_declare_free_form_resources_besides_their_cores() -> None:
+    frontera = get_platform("frontera")
+    script = job_script(frontera, worker_resources={"MEMORY": 64e9, "licence": 1.5})
+    assert "--resources cores=1,MEMORY=64000000000,licence=1.5" in script
+    with pytest.raises(ValueError, match="worker_resources: 'cores' is the dask backend's own"):
+        cluster_kwargs(frontera, worker_resources={"cores": 4})

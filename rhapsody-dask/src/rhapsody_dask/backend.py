@@ -30,7 +30,7 @@ from rhapsody.backends.base import BaseExecutionBackend, ExecutionContext, Outco
 from rhapsody.errors import ResourceError, TaskValidationError
 from rhapsody.states import CANCELED, DONE, StateMapper
 from rhapsody.task import TaskDescription
-from rhapsody_dask import _quiet, _runner
+from rhapsody_dask import _quiet, _resources, _runner
 from rhapsody_dask._cluster import CORES, GPUS, ClusterShape, EmbeddedCluster
 from rhapsody_dask.states import BACKEND_NAME, TASK_STATES
 
@@ -54,9 +54,11 @@ class DaskExecutionBackend(BaseExecutionBackend):
     :param threads_per_worker: embedded cluster only: threads, and declared ``cores``, per worker.
     :param gpus_per_worker: embedded cluster only: ``gpus`` each worker declares (default: the
         node's GPUs shared evenly).
-    :param cluster_kwargs: embedded cluster only: further `LocalCluster` keyword arguments.
     :param client_kwargs: further `distributed.Client` keyword arguments (``security``,
         ``timeout``, ...).
+    :param cluster_kwargs: embedded cluster only: further `LocalCluster` keyword arguments;
+        its ``resources`` are free-form resources every worker declares besides its ``cores``
+        and ``gpus`` (what tasks ask for in ``task_backend_specific_kwargs["resources"]``).
     :param restrict_cores: turn a task's ``cores`` into a ``cores`` resource restriction, so
         multi-core tasks never oversubscribe a worker. Default: for the embedded cluster, when
         its workers have more than one thread (with one thread per worker a thread is a core,
@@ -123,6 +125,18 @@ class DaskExecutionBackend(BaseExecutionBackend):
             else None
         )
         self._cluster_kwargs = dict(cluster_kwargs or {})
+        # What each embedded worker declares: its cores and GPUs, plus the free-form resources
+        # given in cluster_kwargs (known for good: tasks are checked against them at submit).
+        self._declared: dict[str, float] = {}
+        if self._shape is not None:
+            given = self._cluster_kwargs.get("resources")
+            self._declared = {
+                **_resources.declared(
+                    given, "cluster_kwargs['resources']", "threads_per_worker / gpus_per_worker"
+                ),
+                **self._shape.resources,
+            }
+            self._cluster_kwargs["resources"] = self._declared
         self._client_kwargs = dict(client_kwargs or {})
         self._restrict_cores = restrict_cores
         self._max_output = max_output
@@ -238,6 +252,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
                     await self._quietly(client.close())  # type: ignore[no-untyped-call]
 
     def _check_task(self, task: TaskDescription) -> None:
+        wanted = _resources.requested(task) if task.backend_kwargs else None
         if task.ranks > 1:
             raise TaskValidationError(
                 f"dask runs each task as one process on one worker; a task of {task.ranks} "
@@ -287,6 +302,13 @@ class DaskExecutionBackend(BaseExecutionBackend):
                 f"task {task.uid!r} asks for {task.cores} core(s) and {task.gpus} GPU(s), but each "
                 f"worker of the embedded dask cluster has {shape.threads_per_worker} core(s) and "
                 f"{shape.gpus_per_worker} GPU(s)"
+            )
+        if shape is not None and wanted and not _resources.fits(wanted, self._declared):
+            raise ResourceError(
+                f"task {task.uid!r} asks for the dask worker resources {_resources.shown(wanted)}, "
+                "but each worker of the embedded dask cluster declares "
+                f"{_resources.shown(_resources.free(self._declared))} (declare more with "
+                "cluster_kwargs={'resources': {...}})"
             )
 
     async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
@@ -367,6 +389,8 @@ class DaskExecutionBackend(BaseExecutionBackend):
             wanted[CORES] = task.cores
         if task.gpus:
             wanted[GPUS] = task.gpus
+        if task.backend_kwargs:  # rhapsody-py's free-form worker resources
+            wanted.update(_resources.requested(task))
         return wanted or None
 
     async def _place(self, task: TaskDescription) -> dict[str, float] | str | None:
@@ -392,6 +416,14 @@ class DaskExecutionBackend(BaseExecutionBackend):
         workers = await self._workers_now(fresh=True)  # a bigger worker may have joined
         if workers and _fits(task, restrict, workers):
             return self._restrictions(task, restrict)
+        wanted = _resources.requested(task)
+        offered = [w.get("resources") or {} for w in workers]
+        if wanted and not any(_resources.fits(wanted, o) for o in offered):
+            return (
+                "no worker of the dask cluster can run it: it asks for the worker resources "
+                f"{_resources.shown(wanted)}, and none of the {self._worker_count} worker(s) "
+                f"connected declares them (declared: {_resources.offered_by(offered)})"
+            )
         largest = max(workers or [{}], key=lambda w: _cores_of(w, restrict))
         return (
             f"no worker of the dask cluster can run it: it asks for {task.cores} core(s) and "
@@ -426,7 +458,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
         sizes: dict[tuple[Any, ...], dict[str, Any]] = {}
         for worker in workers:
             resources = worker.get("resources") or {}
-            size = (resources.get(CORES), resources.get(GPUS), worker.get("nthreads"))
+            size = (tuple(sorted(resources.items())), worker.get("nthreads"))
             sizes.setdefault(size, {"resources": resources, "nthreads": worker.get("nthreads")})
         self._workers = list(sizes.values())
         self._worker_count = len(workers)
@@ -540,8 +572,10 @@ def _cores_of(worker: dict[str, Any], restricted: bool) -> int:
 
 
 def _fits(task: TaskDescription, restricted: bool, workers: list[dict[str, Any]]) -> bool:
+    wanted = _resources.requested(task)
     return any(
         _cores_of(w, restricted) >= task.cores
         and (w.get("resources") or {}).get(GPUS, 0) >= task.gpus
+        and _resources.fits(wanted, w.get("resources") or {})
         for w in workers
     )

@@ -107,6 +107,13 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
             assert self._pool is not None
             _mpi.check_task(task, self._mpi_launcher, self._pool)
         super()._check_task(task)
+        if "resources" in task.backend_kwargs:  # never silently dropped
+            raise TaskValidationError(
+                "'resources' (free-form dask worker resources) means something on the dask "
+                "backend only; concurrent places a task by its 'cores' and 'gpus'",
+                uid=task.uid,
+                field="task_backend_specific_kwargs",
+            )
         if task.function is not None and task.isolation == "thread":
             for field in ("environment", "secret_environment", "working_directory"):
                 if getattr(task, field) is not None:
