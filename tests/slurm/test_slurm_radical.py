@@ -1,0 +1,372 @@
+"""radical_pilot on the SLURM cluster (issue 17, capability 4): a pilot described by a
+`PlatformDescription` alone (the backend writes RADICAL-Pilot's resource configuration), submitted
+through sbatch, runs executables, MPI tasks and function tasks on the 3 nodes; a batch script
+running `rhapsody run --platform auto` gets a pilot in its own job; nothing listens beyond
+loopback.
+
+These tests run in the host's network: slurmd starts the agent, so a network namespace made for
+the test would not hold it, and SLURM cannot even run in a loopback-only namespace (getaddrinfo
+finds no address for 127.0.0.1 there). The backend's loopback confinement is what keeps the
+pilot's ports on 127.0.0.1, and each pilot test checks every socket its processes listen on.
+CI runs them in a call of their own (`pytest tests/slurm -m radical`, README.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from slurm_support import CPUS_PER_NODE, NODES, SCRIPTS, Cluster
+
+pytest.importorskip("radical.pilot", reason="needs RADICAL-Pilot: pip install rhapsody-radical")
+
+import anyio
+import psutil
+import radical.utils as ru  # type: ignore[import-untyped]
+from radical.pilot.resource_config import ResourceConfig  # type: ignore[import-untyped]
+
+from rhapsody.errors import BackendError
+from rhapsody.platforms import PlatformDescription, PlatformError
+from rhapsody.resources import detect_cores
+from rhapsody.testing.probes import OPEN_MPI_LOOPBACK
+from rhapsody_radical import config, user_config
+from rhapsody_radical.backend import RadicalExecutionBackend
+from rhapsody_radical.hermetic import hermetic_env
+from rhapsody_radical.processes import session_processes
+from rhapsody_radical.runtime import StartError, check_resource
+
+pytestmark = [pytest.mark.radical, pytest.mark.anyio]
+
+#: a pilot job up (measured 30-45 s on 2 loaded cores), or a batch job's whole run
+START = 240.0
+WAIT = 120.0
+HELLO = str(SCRIPTS / "mpi_hello.py")
+# What the test cluster's nodes need to run Open MPI (as root, TCP over loopback); psij submits
+# the pilot with --export=NONE, so mpirun's srun steps need SLURM_EXPORT_ENV=ALL to find orted.
+MPI_SETUP = [
+    "export " + " ".join(f"{name}={value}" for name, value in OPEN_MPI_LOOPBACK.items()),
+    "export SLURM_EXPORT_ENV=ALL",
+]
+VSLURM = PlatformDescription(
+    resource_manager="slurm",
+    name="vslurm",
+    partition="debug",
+    cores_per_node=CPUS_PER_NODE,
+    mem_per_node=3,  # GB; a job asking more than a node's RealMemory (4000 MB) is refused
+    launch_method="mpirun",  # srun cannot start Open MPI's ranks across these nodes
+    env_setup=MPI_SETUP,
+)
+
+
+needs_mpi = pytest.mark.skipif(
+    shutil.which("mpirun") is None or importlib.util.find_spec("mpi4py") is None,
+    reason="needs Open MPI (openmpi-bin) and mpi4py (requirements-dev.txt)",
+)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# -- the configuration (no cluster) ------------------------------------------------------------
+
+
+def test_a_slurm_platform_gets_a_resource_configuration_written() -> None:
+    planned = config.pilot(platform=VSLURM, nodes=3)
+    assert planned.fields == {
+        "resource": "rhapsody.vslurm",
+        "runtime": 60,
+        "gpus": 0,
+        "nodes": 3,
+        "queue": "debug",
+        "exit_on_error": False,
+    }
+    written = planned.resource_config
+    assert written is not None
+    ResourceConfig(from_dict=written).verify()  # RADICAL-Pilot's schema: names and types
+    assert written["schemas"]["local"]["job_manager_endpoint"] == "slurm://localhost/"
+    assert written["resource_manager"] == "SLURM"
+    assert (written["default_queue"], written["cores_per_node"]) == ("debug", 2)
+    assert written["mem_per_node"] == 3 * 1024
+    assert written["launch_methods"] == {
+        "order": ["MPIRUN"],
+        "MPIRUN": {"pre_exec_cached": ["export SLURM_OVERLAP=1", *MPI_SETUP]},
+    }
+    assert written["pre_bootstrap_0"] == ["export TMPDIR=$RP_PILOT_SANDBOX", *MPI_SETUP]
+    # the backend's own launch_method wins over the platform's
+    srun = config.pilot(platform=VSLURM, launch_method="srun").resource_config
+    assert srun is not None and srun["launch_methods"]["order"] == ["SRUN"]
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        (
+            {"platform": PlatformDescription(name="pbsbox", resource_manager="pbs")},
+            ValueError,
+            "written for SLURM platforms only",
+        ),
+        ({"platform": VSLURM, "launch_method": "jsrun"}, PlatformError, "'jsrun' cannot start"),
+        ({"platform": VSLURM, "launch_method": "qsub"}, PlatformError, "launch_method must be"),
+        (
+            {"platform": PlatformDescription(resource_manager="slurm", batch_directives=["-C x"])},
+            PlatformError,
+            "batch_directives cannot be passed to a pilot job",
+        ),
+        ({"launch_method": "mpirun"}, ValueError, "not to 'local.localhost'"),
+    ],
+)
+def test_what_cannot_be_written_is_refused(
+    options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        config.pilot(**options)
+
+
+def test_auto_outside_an_allocation_is_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("SLURM_", "PBS_", "LSB_", "FLUX_")):
+            monkeypatch.delenv(name)
+    planned = config.pilot(platform="auto")
+    assert planned.resource_config is None
+    assert planned.fields["resource"] == "local.localhost"
+    assert planned.fields["cores"] == detect_cores()
+
+
+def test_the_written_configuration_is_read_beside_the_users_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = tmp_path / "home" / ".radical" / "pilot" / "configs"
+    users.mkdir(parents=True)
+    local = ru.Config("radical.pilot.resource", name="local", expand=False)["localhost"]
+    (users / "resource_mysite.json").write_text(json.dumps({"box": dict(local)}))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(user_config.VARIABLE, raising=False)
+    written = config.pilot(platform=VSLURM).resource_config
+    assert written is not None
+    with user_config.installed("rhapsody.vslurm", written) as path:
+        check_resource("rhapsody.vslurm")
+        check_resource("mysite.box")  # the user's own configuration is still read
+    assert not path.exists() and user_config.VARIABLE not in os.environ
+    assert (users / "resource_mysite.json").exists()
+    with pytest.raises(StartError, match=r"unknown RADICAL-Pilot resource 'rhapsody\.vslurm'"):
+        check_resource("rhapsody.vslurm")
+
+
+# -- pilots on the cluster -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def rp_env(slurm: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """RADICAL-Pilot confined to `tmp_path` (its HOME) and to loopback; SLURM's commands find
+    the cluster. The agent inherits this (its RADICAL_* variables) when the pilot starts."""
+    env = {**hermetic_env(tmp_path / "home"), "RADICAL_DEFAULT_IFACE": "lo"}
+    env["SLURM_CONF"] = slurm.conf
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+def dead_slurmds(cluster: Cluster) -> list[str]:
+    """The virtual nodes whose slurmd is not running (pid file of `cluster.sh`)."""
+    dead = []
+    for node in NODES:
+        pid_file = Path(cluster.conf).parent / f"slurmd-{node}.pid"
+        try:
+            alive = psutil.Process(int(pid_file.read_text())).status() != psutil.STATUS_ZOMBIE
+        except (OSError, ValueError, psutil.Error):
+            alive = False
+        if not alive:
+            dead.append(node)
+    return dead
+
+
+@contextlib.asynccontextmanager
+async def started(cluster: Cluster, **options: Any) -> AsyncIterator[RadicalExecutionBackend]:
+    """A started pilot on the cluster. A slurmd that crashed (seen under concurrent step
+    launches, see the notes) makes a start fail: then, and only then, it is restarted and the
+    pilot started once more, saying so; any other failure fails the test."""
+    for attempt in (1, 2):
+        backend = RadicalExecutionBackend(**{"runtime": 10, "start_timeout": START, **options})
+        try:
+            await backend
+        except BackendError:
+            dead = dead_slurmds(cluster)
+            if attempt == 2 or not dead:
+                raise
+            print(f"slurmd of {', '.join(dead)} died during the pilot's start: restarted")
+            cluster.ensure_slurmds()
+            continue
+        try:
+            yield backend
+        finally:
+            await backend.shutdown()
+        return
+
+
+def queued_jobs(cluster: Cluster) -> list[str]:
+    """(id, node count, node list) of each job in the queue."""
+    out = cluster.run("squeue", "-h", "-o", "%i %D %N").stdout
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+# SLURM's srun (its step I/O and message ports), Open MPI's mpirun and orted (out-of-band and
+# PMIx listeners) and an MPI program's ranks (Open MPI's TCP transport) listen on every
+# interface while a task runs, and neither has an option to bind one address (the *_if_include
+# settings only choose the interfaces used): the tasks and their launchers, not RADICAL-Pilot's
+# endpoints (docs/hpc.md).
+MPI_RANK = "(an MPI rank)"
+RADICAL = ("rp.", "radical-pilot")  # RADICAL-Pilot's process titles
+LAUNCHERS = {"srun", "mpirun", "orted", MPI_RANK}
+
+
+class Listening:
+    """Samples, in a thread, the listening inet sockets of the processes `select` names (every
+    0.2 s until stopped): the pilot's processes come and go."""
+
+    def __init__(self, select: Callable[[], list[psutil.Process]]) -> None:
+        self.sockets: set[tuple[str, str, int]] = set()  # (process name, address, port)
+        self._select = select
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> Listening:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            for proc in self._select():
+                with contextlib.suppress(psutil.Error, OSError):
+                    name = proc.name()
+                    # raptor's master and worker run as MPI ranks too
+                    if not name.startswith(RADICAL) and "OMPI_COMM_WORLD_RANK" in proc.environ():
+                        name = MPI_RANK
+                    for conn in proc.net_connections("inet"):
+                        if conn.status == psutil.CONN_LISTEN:
+                            self.sockets.add((name, conn.laddr.ip, conn.laddr.port))
+            self._stop.wait(0.2)
+
+    def check(self) -> None:
+        """RADICAL-Pilot's client, bridges, agent and raptor listened, on loopback only; what
+        listened beyond it was a task launcher."""
+        names = {name for name, _, _ in self.sockets}
+        assert any(n.startswith("rp.agent") for n in names), self.sockets  # the sampling works
+        assert any(n.startswith("rp.client") for n in names), self.sockets
+        assert "radical-pilot-r" in names, self.sockets  # raptor's master and worker
+        beyond = {s for s in self.sockets if s[1] not in ("127.0.0.1", "::1")}
+        assert {name for name, _, _ in beyond} <= LAUNCHERS, beyond
+
+
+# Each task waits (up to 60 s) until all six have started: they run at once, so on 6 cores of
+# 3 nodes, two per node. It prints its node and how many had started.
+MEETING = (
+    'touch "$0/$SLURMD_NODENAME.$$"; i=0; '
+    'while [ "$(ls "$0" | wc -l)" -lt 6 ] && [ "$i" -lt 600 ]; do sleep 0.1; i=$((i+1)); done; '
+    'echo "$SLURMD_NODENAME $(ls "$0" | wc -l)"'
+)
+
+
+@pytest.mark.slurm
+@needs_mpi
+async def test_a_pilot_submitted_through_sbatch_runs_tasks_on_every_node(
+    slurm: Cluster, rp_env: dict[str, str], tmp_path: Path
+) -> None:
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    async with started(slurm, platform=VSLURM, nodes=len(NODES)) as backend:
+        sid = backend.session.uid
+        assert backend.pilot_fields["resource"] == "rhapsody.vslurm"
+        [job] = queued_jobs(slurm)  # the pilot is one job on the 3 nodes
+        assert job.split()[1:] == ["3", "n[1-3]"], job
+        with Listening(lambda: session_processes(sid)) as listening:
+            tasks = [
+                {"executable": "/bin/sh", "arguments": ["-c", MEETING, str(meeting)]}
+                for _ in range(2 * len(NODES))
+            ]
+            with anyio.fail_after(WAIT):
+                met = await asyncio.gather(*await backend.submit_tasks(tasks))
+            # 3 ranks of 2 cores: a whole node each
+            mpi = {
+                "executable": sys.executable,
+                "arguments": [HELLO, "3"],
+                "ranks": 3,
+                "cores_per_rank": CPUS_PER_NODE,
+            }
+            # then raptor, which holds 2 cores until the end
+            calls = [{"function": os.getenv, "args": ["SLURMD_NODENAME"]} for _ in range(4)]
+            with anyio.fail_after(WAIT):
+                [ranks] = await asyncio.gather(*await backend.submit_tasks([mpi]))
+                functions = await asyncio.gather(*await backend.submit_tasks(calls))
+        assert sorted(task["stdout"].split()[0] for task in met) == sorted(NODES * 2)
+        assert {task["stdout"].split()[1] for task in met} == {"6"}  # all six met
+        assert json.loads(ranks["stdout"]) == {"size": 3, "nodes": list(NODES)}
+        assert {task["return_value"] for task in functions} <= set(NODES)
+        listening.check()
+    assert not [p.pid for p in session_processes(sid)]  # and the job is gone (`slurm` checks)
+
+
+@pytest.mark.slurm
+@needs_mpi
+def test_a_batch_script_runs_rhapsody_run_platform_auto_in_its_own_job(
+    slurm: Cluster, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    env = {**slurm.env, **hermetic_env(home)}
+    run_dir, out = tmp_path / "run", tmp_path / "job.out"
+
+    sandbox = Path(env["HOME"]) / "radical.pilot.sandbox"
+
+    def the_jobs_processes() -> list[psutil.Process]:
+        """The processes of the RADICAL-Pilot session the job runs (its sandbox names it) and
+        every other process of the job: they inherit its HOME (RADICAL-Pilot's daemons rewrite
+        their environment with their titles, hence the session)."""
+        found = {p.pid: p for s in sandbox.glob("rp.session.*") for p in session_processes(s.name)}
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                if proc.environ().get("HOME") == env["HOME"]:
+                    found.setdefault(proc.pid, proc)
+        return list(found.values())
+
+    with Listening(the_jobs_processes) as listening:
+        submitted = subprocess.run(
+            ["sbatch", "--wait", "--parsable", f"--output={out}", "radical_auto.sbatch", run_dir],
+            cwd=SCRIPTS,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=START + WAIT,
+            check=False,
+        )
+    log = out.read_text() if out.exists() else "(no job output)"
+    assert submitted.returncode == 0, f"{submitted.stderr}\n--- job output ---\n{log}"
+    job = submitted.stdout.strip().split(";")[0]
+    results = {}
+    for line in (run_dir / "results.jsonl").read_text().splitlines():
+        task = json.loads(line)
+        results[task["uid"]] = task
+    assert {uid: task["state"] for uid, task in results.items() if task["state"] != "DONE"} == {}
+    assert len(results) == 9, sorted(results)
+    assert {results[f"node.{n}"]["stdout"].strip() for n in range(1, 7)} <= set(NODES)
+    assert json.loads(results["mpi"]["stdout"]) == {"size": 3, "nodes": list(NODES)}
+    assert results["function"]["return_value"] in NODES
+    # while the workflow ran, the batch job was the only job: no second one for the pilot
+    assert results["jobs"]["stdout"].split() == [job]
+    listening.check()
+    assert not the_jobs_processes()
