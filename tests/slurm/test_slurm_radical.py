@@ -165,6 +165,13 @@ def test_the_written_configuration_is_read_beside_the_users_own(
         check_resource("rhapsody.vslurm")
 
 
+@pytest.mark.parametrize("script", ["radical_auto.sbatch", "radical_auto.toml"])
+def test_the_hpc_page_shows_the_batch_script_and_its_workflow(script: str) -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "hpc.md").read_text()
+    assert f"`tests/slurm/scripts/{script}`" in page
+    assert (SCRIPTS / script).read_text().strip() in page  # all of it, comments too
+
+
 # -- pilots on the cluster -----------------------------------------------------------------------
 
 
