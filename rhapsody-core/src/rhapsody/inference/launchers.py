@@ -57,6 +57,9 @@ def llama_cpp(
     if binary is None:
         argv = [python or sys.executable, "-m", "llama_cpp.server", "--model", model]
         argv += ["--host", "{host}", "--port", "{port}", "--n_threads", str(threads)]
+        # llama-cpp-python 0.3.36 without flash attention answered the first request after
+        # loading SmolLM2 wrongly on an AMD EPYC (later ones right); with it, every one right.
+        argv += ["--flash_attn", "true"]
         if context is not None:
             argv += ["--n_ctx", str(context)]
         key_variable, probe = "API_KEY", "/v1/models"  # the server reads API_KEY
