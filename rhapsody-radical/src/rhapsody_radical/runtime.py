@@ -16,7 +16,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -38,6 +38,11 @@ _Job = tuple[Callable[[], Any], Callable[[Any, "BaseException | None"], None]]
 _RESULT_FIELDS = ("stdout", "stderr", "exit_code", "return_value", "exception", "exception_detail")
 _TAIL_LINES = 25
 _LOG_ENTRY = re.compile(r"\d{9,}\.\d+ : ")
+# The component that submits pilot jobs starts with the PilotManager and keeps the environment
+# it had then. SLURM requeues a job whose node fails: the pilot's would come back later as a new
+# agent the client never hears of, while the tasks of the lost one waited for ever. Without
+# requeueing the job fails, and so does the pilot, with its tasks (docs/reliability.md).
+_SUBMITTER_ENV = {"SBATCH_NO_REQUEUE": "1"}
 # The raptor classes, loaded by path inside the pilot (not imported here).
 _RAPTOR_FILE = str(Path(__file__).resolve().with_name("_raptor.py"))
 
@@ -153,7 +158,8 @@ class Runtime:
             if fork.pid is not None:
                 kill_process_later(self._watchdog, fork.pid)
         self._before_session = None
-        self.pmgr = rp.PilotManager(session=self.session)
+        with _environment(_SUBMITTER_ENV):
+            self.pmgr = rp.PilotManager(session=self.session)
         self.tmgr = rp.TaskManager(session=self.session)
         self.tmgr.register_callback(self._task_cb)
         try:
@@ -283,6 +289,21 @@ class Runtime:
         if self.session is not None:
             parts.append(_launch_error(Path(self.session.path)))
         return "\n".join(p for p in parts if p) or "(no agent or launcher log found)"
+
+
+@contextlib.contextmanager
+def _environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """`variables` set in `os.environ` inside the block only."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def check_resource(label: str) -> None:

@@ -6,7 +6,8 @@ Two ways to run a pilot on SLURM:
 - `submitted(platform, ...)`: the client runs on a login node and the pilot is a job it submits
   through sbatch (RADICAL-Pilot's psij backend, `slurm://localhost/`). The agent starts on the
   job's first node with only the `RADICAL_*` variables of the client (psij submits with
-  `--export=NONE`), so everything else it needs is set by `pre_bootstrap_0`.
+  `--export=NONE`), so the platform's `env_setup` runs before the agent (`pre_bootstrap_0`)
+  and before each task's launcher (`pre_exec_cached`).
 - `in_allocation(allocation, ...)`: the client already runs inside a SLURM job (a batch script
   running `rhapsody run --platform auto`); the agent is forked right here (`fork://localhost/`,
   RADICAL-Pilot's "interactive" schema), inherits the job's environment and uses its nodes. No
