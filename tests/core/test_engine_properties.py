@@ -40,6 +40,7 @@ def flaky_task(kind: str) -> dict[str, Any]:
         "ok": {"delay": 0.0},
         "fail": {"delay": 0.001, "fail": True},
         "slow": {"delay": 0.02, "queue_delay": 0.005},
+        "long": {"delay": 10.0, "queue_delay": 0.005},  # the kit cancels it while it runs
     }[kind]
     return {"function": print, "task_backend_specific_kwargs": options}
 
