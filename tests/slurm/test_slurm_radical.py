@@ -1,8 +1,8 @@
-"""radical_pilot on the SLURM cluster (issue 17, capability 4): a pilot described by a
+"""radical_pilot on the SLURM cluster (issue 17, capabilities 4 and 6): a pilot described by a
 `PlatformDescription` alone (the backend writes RADICAL-Pilot's resource configuration), submitted
 through sbatch, runs executables, MPI tasks and function tasks on the 3 nodes; a batch script
 running `rhapsody run --platform auto` gets a pilot in its own job; nothing listens beyond
-loopback.
+loopback; a node lost mid-run fails the pilot's tasks with the reason.
 
 These tests run in the host's network: slurmd starts the agent, so a network namespace made for
 the test would not hold it, and SLURM cannot even run in a loopback-only namespace (getaddrinfo
@@ -36,7 +36,7 @@ import psutil
 import radical.utils as ru  # type: ignore[import-untyped]
 from radical.pilot.resource_config import ResourceConfig  # type: ignore[import-untyped]
 
-from rhapsody.errors import BackendError
+from rhapsody.errors import BackendError, TaskExecutionError
 from rhapsody.platforms import PlatformDescription, PlatformError
 from rhapsody.resources import detect_cores
 from rhapsody.testing.probes import OPEN_MPI_LOOPBACK
@@ -223,10 +223,19 @@ async def started(cluster: Cluster, **options: Any) -> AsyncIterator[RadicalExec
         return
 
 
-def queued_jobs(cluster: Cluster) -> list[str]:
-    """(id, node count, node list) of each job in the queue."""
+def queued_jobs(cluster: Cluster) -> dict[str, str]:
+    """Each job in the queue: its id, and its node count and node list."""
     out = cluster.run("squeue", "-h", "-o", "%i %D %N").stdout
-    return [line.strip() for line in out.splitlines() if line.strip()]
+    return dict(line.strip().split(" ", 1) for line in out.splitlines() if line.strip())
+
+
+def pilot_job(backend: RadicalExecutionBackend) -> str:
+    """The pilot's SLURM job id, as its agent's environment recorded it in the sandbox."""
+    sandbox = Path(str(backend.pilot.pilot_sandbox).removeprefix("file://localhost"))
+    for line in (sandbox / "env" / "bs0_orig.env").read_text().splitlines():
+        if line.startswith("SLURM_JOB_ID="):
+            return line.partition("=")[2].strip("'\"")
+    raise AssertionError(f"no SLURM_JOB_ID in {sandbox}/env/bs0_orig.env")
 
 
 # SLURM's srun (its step I/O and message ports), Open MPI's mpirun and orted (out-of-band and
@@ -300,8 +309,7 @@ async def test_a_pilot_submitted_through_sbatch_runs_tasks_on_every_node(
     async with started(slurm, platform=VSLURM, nodes=len(NODES)) as backend:
         sid = backend.session.uid
         assert backend.pilot_fields["resource"] == "rhapsody.vslurm"
-        [job] = queued_jobs(slurm)  # the pilot is one job on the 3 nodes
-        assert job.split()[1:] == ["3", "n[1-3]"], job
+        assert queued_jobs(slurm)[pilot_job(backend)] == "3 n[1-3]"  # one job on the 3 nodes
         with Listening(lambda: session_processes(sid)) as listening:
             tasks = [
                 {"executable": "/bin/sh", "arguments": ["-c", MEETING, str(meeting)]}
@@ -377,3 +385,65 @@ def test_a_batch_script_runs_rhapsody_run_platform_auto_in_its_own_job(
     assert results["jobs"]["stdout"].split() == [job]
     listening.check()
     assert not the_jobs_processes()
+
+
+# -- a node lost mid-run (issue 17, capability 6) ------------------------------------------------
+
+LOST = "n2"
+
+
+async def until(done: Callable[[], bool], what: str) -> None:
+    """Poll `done` (a file-system condition, nothing to wait on) every 0.2 s, up to WAIT s."""
+    for _ in range(int(WAIT / 0.2)):
+        if done():
+            return
+        await anyio.sleep(0.2)
+    pytest.fail(f"not within {WAIT:g} s: {what}")
+
+
+def resume(cluster: Cluster) -> None:
+    """The lost node back in service (ReturnToService=2 may have done it already)."""
+    subprocess.run(
+        ["scontrol", "update", f"nodename={LOST}", "state=resume"],
+        env=cluster.env,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.slurm
+async def test_a_node_lost_mid_run_fails_every_task_of_the_pilot_saying_why(
+    slurm: Cluster, rp_env: dict[str, str], tmp_path: Path
+) -> None:
+    # SLURM kills a job whose node fails. The pilot's job is submitted without requeueing, so
+    # it ends and the pilot with it: every task it held fails with that reason, as does any
+    # task sent later, instead of waiting for an agent that is gone (a requeued job would have
+    # come back as a new agent the client never hears of).
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    long = MEETING.replace('echo "', 'sleep 600; echo "')
+    tasks = [
+        {"executable": "/bin/sh", "arguments": ["-c", long, str(meeting)]}
+        for _ in range(2 * len(NODES))
+    ]
+    try:
+        async with started(slurm, platform=VSLURM, nodes=len(NODES)) as backend:
+            sid, job = backend.session.uid, pilot_job(backend)
+            futures = await backend.submit_tasks(tasks)
+            await until(lambda: len(list(meeting.iterdir())) == len(tasks), "all six to run")
+            slurm.run(
+                "scontrol", "update", f"nodename={LOST}", "state=down", "reason=rhapsody-test"
+            )
+            with anyio.fail_after(WAIT):
+                results = await asyncio.gather(*futures, return_exceptions=True)
+            [later] = await backend.submit_tasks([{"executable": "/bin/true"}])
+            with anyio.fail_after(10):
+                late = await asyncio.gather(later, return_exceptions=True)
+            # the pilot's job ended and was not requeued (that would be pending again)
+            await until(lambda: job not in queued_jobs(slurm), "the pilot's job to leave")
+    finally:
+        resume(slurm)
+    for result in [*results, *late]:
+        assert isinstance(result, TaskExecutionError), result
+        assert "pilot on rhapsody.vslurm ended" in str(result), result
+    assert not [p.pid for p in session_processes(sid)]
