@@ -5,8 +5,9 @@
 
 Workloads: trivial function tasks, `/bin/true` executables (plain dask runs them with
 `subprocess.run(..., capture_output=True)`, as our runner captures output), and a chain of
-dependent tasks (our engine submits each task when its dependency is DONE; plain dask passes
-the previous future as an argument, so the scheduler chains them). A further plain-dask column
+dependent tasks, one submission (both pass the previous task's future as an argument, so the
+scheduler chains them: our engine hands a task to the backend while its dependency runs, see
+`chains_dependencies` in docs/backend-authors.md). A further plain-dask column
 adds the worker-side start event our backend uses to report RUNNING, to isolate its cost.
 Variants alternate inside each round, so background load hits them alike; the table shows each
 variant's best and median time over the rounds (on a shared machine the best is the cost

@@ -30,9 +30,11 @@ class Node:
         "cancel_requested",
         "dependents",
         "desc",
+        "early",
         "external",
         "future",
         "handle",
+        "ref",
         "seq",
         "service",
         "service_env",
@@ -62,6 +64,23 @@ class Node:
         self.external = False  # stands for a task of another backend (see `expect`)
         self.service: Any = None  # a `ServiceRun` while a service task runs
         self.service_env: dict[str, str] | None = None  # endpoints of the services it uses
+        # Early dispatch (see `BaseExecutionBackend.chains_dependencies`): the record of an
+        # attempt handed over before the dependencies were DONE, and the reference the backend
+        # gave the attempt in flight (`ExecutionContext.submitted`).
+        self.early: EarlyAttempt | None = None
+        self.ref: object = None
+
+
+class EarlyAttempt:
+    """An attempt handed to a chaining backend while its task's dependencies were in flight.
+    What it reports before they are DONE is held here, and replayed once they are."""
+
+    __slots__ = ("outcome", "started", "upstream")
+
+    def __init__(self, upstream: tuple[object, ...]) -> None:
+        self.upstream = upstream  # the dependencies' attempts it runs behind (their refs)
+        self.started = False  # the backend reported its start
+        self.outcome: Any = None  # the `Outcome` it ended with
 
 
 class TaskGraph:

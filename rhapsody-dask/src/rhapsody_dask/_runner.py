@@ -20,6 +20,7 @@ import collections
 import contextlib
 import inspect
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -84,6 +85,22 @@ def run(job: Job) -> bytes:
         # Saves the backend a round trip to fetch the result, which costs more than the task.
         worker.log_event(job.topic, (FINISHED, key, payload))
     return payload
+
+
+def run_after(job: Job, *upstream: bytes) -> bytes:
+    """`run`, for an attempt sent behind its dependencies' attempts (their pickled outcomes,
+    which dask passes once they are in memory): it starts only if each one succeeded."""
+    for payload in upstream:
+        try:
+            ok = pickle.loads(payload).ok
+        except Exception as exc:  # unreadable here: not a success to start on
+            ok, why = False, f"a dependency's outcome cannot be read on the worker: {exc}"
+        else:
+            why = "a dependency did not succeed"
+        if not ok:
+            # Not started: the engine fails the task with its dependency's reason.
+            return _pickled(Outcome.failure(f"not started on the dask worker: {why}"))
+    return run(job)
 
 
 def _located(task: TaskDescription, key: str, topic: str, worker: Worker) -> TaskDescription:

@@ -83,6 +83,10 @@ class DaskExecutionBackend(BaseExecutionBackend):
     # A service's port is chosen on its worker, which listens on its own address and reports
     # it (`_runner.ADDRESS`): the engine probes and publishes that address.
     chooses_service_ports = True
+    # A dependent is sent with its dependencies' futures as arguments while they run, so the
+    # scheduler chains them (no client round trip per link); `_runner.run_after` starts it only
+    # if each succeeded. The engine decides when (`BaseExecutionBackend._upstream_of`).
+    chains_dependencies = True
 
     def __init__(
         self,
@@ -331,14 +335,21 @@ class DaskExecutionBackend(BaseExecutionBackend):
             resources = placed
         else:
             resources = self._restrictions(task, bool(self._restrict_cores))
+        upstream = ctx.upstream  # the futures of its dependencies' attempts still in flight
         try:
-            future = client.submit(_runner.run, job, key=key, resources=resources)
+            if upstream:
+                future = client.submit(
+                    _runner.run_after, job, *upstream, key=key, resources=resources
+                )
+            else:
+                future = client.submit(_runner.run, job, key=key, resources=resources)
         except Exception as exc:  # e.g. a function cloudpickle cannot serialize
             return Outcome.failure(
                 f"the task could not be sent to dask: {type(exc).__name__}: {exc}", exception=exc
             )
         self._attempts[key] = ctx
         self._futures[key] = future
+        ctx.submitted(future)
         try:
             return await self._outcome(key, future)
         except asyncio.CancelledError:  # cancelled or timed out by the engine

@@ -25,7 +25,7 @@ import attrs
 
 from rhapsody.backends import launch
 from rhapsody.errors import BackendError, TaskExecutionError, TaskValidationError
-from rhapsody.graph import Node, TaskGraph
+from rhapsody.graph import EarlyAttempt, Node, TaskGraph
 from rhapsody.resources import Allocation, ResourcePool
 from rhapsody.services.spec import DEFAULT as DEFAULT_SERVICE
 from rhapsody.services.spec import endpoint_variable
@@ -87,12 +87,20 @@ class Outcome:
 class ExecutionContext:
     """What a backend's `_execute` gets besides the task: its slot, attempt and a start signal."""
 
-    __slots__ = ("_backend", "_node", "attempt")
+    __slots__ = ("_backend", "_node", "attempt", "upstream")
 
     def __init__(self, backend: BaseExecutionBackend, node: Node) -> None:
         self._backend = backend
         self._node = node
         self.attempt: int = node.attempt
+        early = node.early
+        #: the references (see `submitted`) of the attempts of this task's dependencies that
+        #: were still in flight when the engine handed the task over; empty when they are all
+        #: DONE. Only a backend whose class sets `chains_dependencies` gets any: it must start
+        #: the task only after each of those attempts has ended successfully, and never when
+        #: one has not (the engine then fails the task with the dependency's reason, whatever
+        #: the attempt returns).
+        self.upstream: tuple[Any, ...] = early.upstream if early is not None else ()
 
     @property
     def uid(self) -> str:
@@ -111,8 +119,16 @@ class ExecutionContext:
         return alloc.gpu_ids if alloc is not None else ()
 
     def started(self) -> None:
-        """Report that the task really started (moves it to EXECUTING). Loop thread only."""
+        """Report that the task really started (moves it to EXECUTING, once its dependencies
+        are DONE). Loop thread only."""
         self._backend._mark_running(self._node)
+
+    def submitted(self, ref: object) -> None:
+        """Report that the backend's engine now holds this attempt, as `ref` (dask: its
+        Future). For a backend whose class sets `chains_dependencies`: the engine may then hand
+        over tasks that depend on this one, with `ref` in their `upstream` (a synchronous
+        `_execute` may see them launched before it returns). Loop thread only."""
+        self._backend._attempt_submitted(self._node, self.attempt, ref)
 
     @property
     def wants_output(self) -> bool:
@@ -212,6 +228,14 @@ class BaseExecutionBackend:
     chooses_service_ports: ClassVar[bool] = False
     #: True for a backend that runs AI tasks (requests to inference servers)
     runs_ai_tasks: ClassVar[bool] = False
+    #: True when the backend's own engine can hold a task until given attempts of its
+    #: dependencies end, and run it only if each succeeded (dask: their futures as arguments).
+    #: The engine then hands a task over while its dependencies' attempts are in flight
+    #: (`ExecutionContext.upstream`, from what each reported with `ctx.submitted`) instead of
+    #: once they are DONE, which saves a round trip per link of a chain; what the attempt
+    #: reports is held until they are DONE. Only where the engine places no slots
+    #: (`resources` None), and only in the cases `_upstream_of` describes.
+    chains_dependencies: ClassVar[bool] = False
     #: True for a backend that launches a task of `ranks > 1` as that many processes of one MPI
     #: program; elsewhere such a task is rejected at submit (never run as a single process)
     runs_mpi: ClassVar[bool] = False
@@ -237,6 +261,12 @@ class BaseExecutionBackend:
         self._lifetime_services = 0  # live services with lifetime "dependents"
         self._graph = TaskGraph()
         self._queues: dict[tuple[int, int], deque[Node]] = {}
+        # Early dispatch (`chains_dependencies`): hand-overs and releases along a chain, run as
+        # a loop (`_defer`); and attempts stopped after their task was settled without them.
+        self._chains = self.chains_dependencies and resources is None
+        self._deferred: deque[tuple[Callable[[Node], None], Node]] = deque()
+        self._draining = False
+        self._abandoned: set[asyncio.Future[Any]] = set()
         self._scheduling = False
         self._reschedule = False
         self._status = INITIALIZED
@@ -430,6 +460,8 @@ class BaseExecutionBackend:
             elif node.waiting == 0:
                 move(node, EXECUTING_PENDING)
                 enqueue(node)
+            elif self._chains:  # its dependencies may be in flight already (earlier submissions)
+                self._defer(self._hand_over, node)
         self._schedule()
         return futures
 
@@ -493,6 +525,7 @@ class BaseExecutionBackend:
                     node.service.stopping = True  # stopped by the runtime: it ends DONE
             await self.cancel_all_tasks()
             handles = [n.handle for n in self._graph.live.values() if n.handle is not None]
+            handles += self._abandoned
             if handles:
                 _, stuck = await asyncio.wait(handles, timeout=self.shutdown_grace)
                 for _handle in stuck:
@@ -579,6 +612,9 @@ class BaseExecutionBackend:
                 )
 
     def _mark_running(self, node: Node) -> None:
+        if node.early is not None and node.state == SCHEDULING_PENDING:
+            node.early.started = True  # reported once its dependencies are DONE (`_go_ahead`)
+            return
         if node.service is not None:  # each attempt of a service (a restart stays EXECUTING)
             node.service.on_started()
         if node.state == EXECUTING_PENDING:
@@ -664,14 +700,19 @@ class BaseExecutionBackend:
         except Exception as exc:
             result = self._backend_failure(exc)
         if type(result) is Outcome:
-            if node.state == EXECUTING_PENDING:  # returned at once: it ran
-                self._move(node, EXECUTING)
-            self._complete(node, result)
+            node.ref = None
+            if node.early is not None:  # handed over early: held until its dependencies are DONE
+                node.early.started = True
+                node.early.outcome = result
+            else:
+                if node.state == EXECUTING_PENDING:  # returned at once: it ran
+                    self._move(node, EXECUTING)
+                self._complete(node, result)
         elif isinstance(result, asyncio.Future):
             # Completed by a callback: no asyncio task, no extra loop iteration per attempt.
             node.handle = result
-            if node.timer is None and not self.queues_tasks:  # no start reported yet
-                self._arm_timeout(node)
+            if node.timer is None and not self.queues_tasks and node.early is None:
+                self._arm_timeout(node)  # no start reported yet
             result.add_done_callback(functools.partial(self._attempt_done, node))
         else:
             error = TypeError(f"_execute returned {type(result).__name__}, not an Outcome")
@@ -683,7 +724,7 @@ class BaseExecutionBackend:
         if node.state in FINAL_STATES:
             return
         node.handle = asyncio.current_task()
-        if not self.queues_tasks:
+        if not self.queues_tasks and node.early is None:
             self._arm_timeout(node)
         outcome: Outcome | None
         try:
@@ -711,10 +752,14 @@ class BaseExecutionBackend:
     def _attempt_over(self, node: Node, outcome: Outcome | None) -> None:
         """An attempt ended with `outcome`, or None when it was cancelled (or timed out)."""
         node.handle = None
+        node.ref = None
         if node.timer is not None:
             node.timer.cancel()
             node.timer = None
         if node.state in FINAL_STATES:
+            return
+        if outcome is not None and node.early is not None:
+            node.early.outcome = outcome  # held until its dependencies are DONE (`_go_ahead`)
             return
         if outcome is None and node.timed_out and not node.cancel_requested:
             outcome = Outcome.failure(f"timed out after {node.desc.timeout:g} s")
@@ -726,6 +771,101 @@ class BaseExecutionBackend:
             self._schedule()
         else:
             self._complete(node, outcome)
+
+    # -- early dispatch (`chains_dependencies`) -------------------------------------------------
+    def _upstream_of(self, node: Node) -> tuple[Any, ...] | None:
+        """The references of the attempts a chaining backend may run waiting task `node`
+        behind, or None: it waits until its dependencies are DONE, as on any backend.
+
+        The rule: `node` is no service and uses none, and each dependency not yet DONE is a task
+        of this backend whose attempt its engine holds already (reported with `ctx.submitted`),
+        its last (no retries left), with no `timeout` and no cancellation requested. A retry
+        would be a new attempt; a timeout is decided here, not in the backend's engine, and
+        could fire after the attempt succeeded there but before this engine heard of it. So
+        the one race left is a `cancel_task` of a dependency in that moment: the dependency
+        ends CANCELED and the dependent FAILED with its reason, as always, but the dependent
+        may have started in the backend's engine (it is stopped as a cancelled task is)."""
+        desc = node.desc
+        if desc.service is not None or node.service_env is not None:
+            return None
+        live = self._graph.live
+        refs = []
+        for dep in desc.dependencies:
+            dep_node = live.get(dep)
+            if dep_node is None:
+                continue  # DONE (one that failed has failed `node` already)
+            ref = dep_node.ref
+            if ref is None:
+                return None
+            dep_desc = dep_node.desc
+            if (
+                dep_node.attempt <= dep_desc.retries
+                or dep_desc.timeout is not None
+                or dep_node.cancel_requested
+            ):
+                return None
+            refs.append(ref)
+        return tuple(refs)
+
+    def _defer(self, action: Callable[[Node], None], node: Node) -> None:
+        """Run `action(node)` now, or once the action running now returns when called from
+        one: hand-overs and releases along a chain are a loop, never a recursion."""
+        work = self._deferred
+        work.append((action, node))
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while work:
+                action, node = work.popleft()
+                action(node)
+        finally:
+            self._draining = False
+
+    def _attempt_submitted(self, node: Node, attempt: int, ref: object) -> None:
+        """The backend's engine holds attempt `attempt` of `node` as `ref`: hand over the
+        dependents that were waiting only for attempts in flight."""
+        if not self._chains or node.state in FINAL_STATES or attempt != node.attempt:
+            return
+        if node.desc.service is not None:
+            return  # dependents wait for its readiness, not for its end
+        node.ref = ref
+        for child in tuple(node.dependents or ()):
+            self._defer(self._hand_over, child)
+
+    def _hand_over(self, node: Node) -> None:
+        """Launch waiting `node` behind its dependencies' attempts, if `_upstream_of` allows."""
+        if node.state != SCHEDULING_PENDING or node.early is not None:
+            return
+        upstream = self._upstream_of(node)
+        if upstream is None:
+            return
+        node.early = EarlyAttempt(upstream)
+        self._launch(node, None)
+
+    def _go_ahead(self, node: Node) -> None:
+        """The dependencies of `node`, handed over early, are DONE: report what its attempt
+        reported meanwhile (its start, its outcome); from here on it is an ordinary attempt."""
+        early, node.early = node.early, None
+        if early is None or node.state != EXECUTING_PENDING:
+            return
+        if early.started:
+            self._move(node, EXECUTING)
+        if early.outcome is not None:
+            self._complete(node, early.outcome)
+        elif early.started:
+            self._arm_timeout(node)  # from the real start, as `_mark_running` does
+        elif not self.queues_tasks:
+            self._arm_timeout(node)  # from the launch, as for any attempt of such a backend
+
+    def _abandon(self, node: Node) -> None:
+        """Stop the early attempt of `node`, which is being settled without it: shutdown
+        still waits for it to wind down."""
+        handle = node.handle
+        if handle is not None:
+            handle.cancel()
+            self._abandoned.add(handle)
+            handle.add_done_callback(self._abandoned.discard)
 
     # -- services (see rhapsody/services) --------------------------------------------------------
     async def _run_service(self, node: Node, ctx: ExecutionContext, desc: TaskDescription) -> None:
@@ -956,7 +1096,10 @@ class BaseExecutionBackend:
                     child.waiting -= 1
                     if child.waiting == 0:
                         self._move(child, EXECUTING_PENDING)
-                        self._enqueue(child)
+                        if child.early is None:
+                            self._enqueue(child)
+                        else:  # its attempt is in flight: replay what it reported meanwhile
+                            self._defer(self._go_ahead, child)
             return
         # A failed/cancelled task fails its dependents (cancels them at shutdown) without
         # running them; iterative, so long chains cannot exhaust the stack.
@@ -970,7 +1113,12 @@ class BaseExecutionBackend:
             why = _dependency_reason(cause, cause_state)
             if cause != root[0] and root[1]:
                 why += f" (root cause: task {root[0]!r}: {root[1]})"
-            if child.handle is not None:  # cannot happen for waiting tasks; defensive
+            if child.early is not None:
+                # Handed over early: the backend does not start it (its dependency did not
+                # succeed there either), or the race noted in `_upstream_of` started it. Either
+                # way its attempt is stopped, and it fails here like a waiting task.
+                self._abandon(child)
+            elif child.handle is not None:  # cannot happen for waiting tasks; defensive
                 child.cancel_requested = True
                 child.handle.cancel()
                 continue

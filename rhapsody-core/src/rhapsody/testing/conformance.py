@@ -59,6 +59,8 @@ ARGUMENTS = [
 # Seconds the "long" kind runs: seen EXECUTING on any engine, and short enough that a function
 # thread that cannot be interrupted (a cancelled thread runs on) is soon done.
 _LONG = 10
+# How long the kit looks for a dependent of a failed task that started after the failure.
+_LATE = 1.0
 # Starts a grandchild, writes its pid and its own, then waits: stopping the task must stop both.
 _TREE = 'sleep 300 & echo $! > "$1"; echo $$ >> "$1"; wait'
 
@@ -436,6 +438,28 @@ class BackendConformance:
         _same(task.get("stderr"), probes.stream_text("err", 1), "stderr")
 
     @pytest.mark.anyio
+    async def test_dependents_of_a_failure_never_start(
+        self, backend: BaseExecutionBackend, tmp_path: Path
+    ) -> None:
+        # Seen from the files the dependents would write, not from the states reported: a
+        # backend whose engine holds dependents behind running dependencies
+        # (`chains_dependencies`) must not start them when one fails.
+        marks = [tmp_path / f"ran.{i}" for i in range(2)]
+        failing = {"executable": "/bin/sh", "arguments": ["-c", "sleep 0.3; exit 3"]}
+        tasks = [self._executable("never.a", failing)]
+        for i, mark in enumerate(marks):
+            touch = {"executable": "/bin/touch", "arguments": [str(mark)]}
+            before = tasks[-1]["uid"]
+            tasks.append(self._executable(f"never.{i}", touch, dependencies=[before]))
+        results = await self._run(backend, tasks)
+        assert all(isinstance(r, TaskExecutionError) for r in results), results
+        assert "never.a" in str(results[1]), str(results[1])
+        # A dependent that its engine started anyway may do so after the failure was reported.
+        await asyncio.sleep(_LATE)
+        ran = [mark.name for mark in marks if mark.exists()]
+        assert not ran, f"dependents of a failed task ran: they wrote {ran}"
+
+    @pytest.mark.anyio
     async def test_timeout_stops_the_process_tree(
         self, backend: BaseExecutionBackend, tmp_path: Path
     ) -> None:
@@ -496,12 +520,12 @@ class BackendConformance:
         if self.mpi_environment:
             task["environment"] = dict(self.mpi_environment)
         await self._done(backend, task)
-        lines = (task.get("stdout") or "").splitlines()
+        stdout = task.get("stdout") or ""
         try:
-            seen = [json.loads(line) for line in lines]
+            seen = _json_objects(stdout)
             worlds = sorted((int(r["rank"]), int(r["size"])) for r in seen)
         except (ValueError, TypeError, KeyError):
-            raise AssertionError(f"the ranks did not report their world: {lines!r}") from None
+            raise AssertionError(f"the ranks did not report their world: {stdout!r}") from None
         how = seen[0]["how"] if seen else "no output"
         _same(worlds, [(0, 2), (1, 2)], f"(rank, size) of each process, from {how}")
 
@@ -711,3 +735,15 @@ def _captured_logs() -> Iterator[list[str]]:
     finally:
         root.setLevel(level)
         root.removeHandler(handler)
+
+
+def _json_objects(text: str) -> list[Any]:
+    """The JSON values written one after another in `text`. The ranks of an MPI program share
+    one stdout: the launcher may forward one rank's line before another's newline (seen with
+    Open MPI 4.1: '{...}{...}' then an empty line)."""
+    decoder = json.JSONDecoder()
+    values, at = [], 0
+    while rest := text[at:].lstrip():
+        value, at = decoder.raw_decode(text, len(text) - len(rest))
+        values.append(value)
+    return values

@@ -1,8 +1,10 @@
 """A hypothesis state machine that drives a live backend with random task graphs.
 
 It submits random batches (random dependencies on earlier tasks, random kinds: succeeding,
-failing, slow), cancels random tasks, lets time pass, and checks the invariants after every step.
-It runs in a worker thread; `call` runs a coroutine function on the backend's event loop.
+failing, slow; optionally random `retries` and `timeout`), cancels random tasks, lets time pass,
+and checks the invariants after every step. Batches depending on tasks still in flight also
+exercise early dispatch on backends that chain dependencies (`chains_dependencies`). It runs
+in a worker thread; `call` runs a coroutine function on the backend's event loop.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, settings
@@ -24,6 +26,7 @@ from hypothesis.stateful import (
 )
 
 from rhapsody.backends.base import BaseExecutionBackend
+from rhapsody.states import CANCELED, DONE, FAILED
 from rhapsody.testing.invariants import InvariantRecorder
 
 T = TypeVar("T")
@@ -49,8 +52,15 @@ def run_state_machine(
     max_examples: int = 200,
     steps: int = 12,
     settle_timeout: float = 60.0,
+    retries: int = 0,
+    timeouts: Sequence[float] = (),
+    check: Callable[[], None] | None = None,
 ) -> InvariantRecorder:
-    """Run the machine against `backend`; raises on the first violated invariant."""
+    """Run the machine against `backend`; raises on the first violated invariant.
+
+    `retries`: each task draws its `retries` from 0 to this; `timeouts`: each task draws its
+    `timeout` from these or none. `check` is called once every task of an example is final,
+    for what only the test knows (what its backend really ran); it raises on a violation."""
     kinds = [k for k in KINDS if make_task(k) is not None]
     if not kinds:
         raise ValueError("make_task must support at least the 'ok' kind")
@@ -73,6 +83,7 @@ def run_state_machine(
             )
             self.uids: list[str] = []
             self.futures: dict[str, asyncio.Future[Any]] = {}
+            self.cancelled: set[str] = set()
 
         @rule(data=st.data(), size=st.integers(min_value=1, max_value=4))
         def submit(self, data: st.DataObject, size: int) -> None:
@@ -90,6 +101,12 @@ def run_state_machine(
                     else []
                 )
                 task.update(uid=uid, dependencies=deps)
+                if retries:
+                    task["retries"] = data.draw(st.integers(0, retries), label="retries")
+                if timeouts:
+                    timeout = data.draw(st.sampled_from([None, *timeouts]), label="timeout")
+                    if timeout is not None:
+                        task["timeout"] = timeout
                 pool = backend.resources
                 if pool is not None:  # random shapes exercise slot accounting (invariant 4)
                     task["cores"] = data.draw(st.integers(1, pool.total_cores), label="cores")
@@ -104,7 +121,9 @@ def run_state_machine(
         @precondition(lambda self: bool(self.uids))
         @rule(data=st.data())
         def cancel(self, data: st.DataObject) -> None:
-            call(backend.cancel_task, data.draw(st.sampled_from(self.uids), label="cancel"))
+            uid = data.draw(st.sampled_from(self.uids), label="cancel")
+            self.cancelled.add(uid)
+            call(backend.cancel_task, uid)
 
         @rule(delay=st.sampled_from([0, 0.001, 0.01]))
         def let_time_pass(self, delay: float) -> None:
@@ -124,8 +143,28 @@ def run_state_machine(
                 logger.error("state machine: %d task(s) never finished: %s", pending, states)
                 raise AssertionError(f"{pending} task(s) never finished: {states}")
             recorder.check_final(self.futures)
+            self.check_dependents()
             recorder.assert_ok()
+            if check is not None:
+                check()
             checked[0] = True
+
+        def check_dependents(self) -> None:
+            """(3): a task with a dependency that did not end DONE ended FAILED, naming a
+            dependency (CANCELED only if it was cancelled itself)."""
+            for uid, future in self.futures.items():
+                deps = recorder.deps[uid]
+                if all(recorder.last_state(dep) == DONE for dep in deps):
+                    continue
+                final = recorder.last_state(uid)
+                if final == CANCELED and uid in self.cancelled:
+                    continue
+                error = future.exception() if future.done() and not future.cancelled() else None
+                if final != FAILED or "dependency" not in str(error):
+                    states = {dep: recorder.last_state(dep) for dep in deps}
+                    recorder.violations.append(
+                        f"{uid} ended {final} ({error}) while its dependencies ended {states}"
+                    )
 
     run_state_machine_as_test(
         BackendMachine,
