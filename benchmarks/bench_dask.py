@@ -1,7 +1,13 @@
-"""RHAPSODY's `dask` backend against plain `client.submit`, on the same LocalCluster, same run.
+"""RHAPSODY's `dask` backend against plain `client.submit`, on the same cluster, same run.
 
     python benchmarks/bench_dask.py [--functions 2000] [--executables 500] [--chain 200]
-                                    [--rounds 3] [--workers 2] [--threads 1]
+                                    [--rounds 3] [--workers 2] [--threads 1] [--slurm]
+
+The cluster is an embedded LocalCluster of `--workers` processes, or with `--slurm` a
+dask-jobqueue SLURMCluster on the 3-node test cluster (`tests/slurm/cluster.sh start`, then
+`export SLURM_CONF=/tmp/rhapsody-slurm/slurm.conf`): one worker job per node (`--workers`
+jobs) of `--threads` threads, scheduler and workers on 127.0.0.1, built from a
+`PlatformDescription` by `rhapsody_dask.jobqueue.cluster_for` as the SLURM tests do.
 
 Workloads: trivial function tasks, `/bin/true` executables (plain dask runs them with
 `subprocess.run(..., capture_output=True)`, as our runner captures output), and a chain of
@@ -20,6 +26,7 @@ import argparse
 import asyncio
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -102,12 +109,47 @@ async def timed(run: Callable[[], Awaitable[None]]) -> float:
     return time.perf_counter() - start
 
 
+async def slurm_cluster(jobs: int, threads: int, logs: str) -> Any:
+    """Worker jobs on the SLURM test cluster, as tests/slurm/test_slurm_dask.py builds them."""
+    from rhapsody.platforms import PlatformDescription
+    from rhapsody_dask.jobqueue import cluster_for
+
+    platform = PlatformDescription(
+        resource_manager="slurm",
+        name="vslurm",
+        partition="debug",
+        cores_per_node=2,
+        mem_per_node=3,
+    )
+    cluster = await cluster_for(
+        platform,
+        asynchronous=True,
+        processes=1,
+        cores=threads,
+        scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
+        worker_extra_args=["--host", "127.0.0.1"],
+        local_directory=logs,
+        log_directory=logs,
+    )
+    cluster.scale(jobs=jobs)
+    return cluster
+
+
 async def main(args: argparse.Namespace) -> None:
-    backend = DaskExecutionBackend(n_workers=args.workers, threads_per_worker=args.threads)
+    cluster = None
+    if args.slurm:
+        logs = tempfile.mkdtemp(prefix="bench-dask-slurm-")
+        cluster = await slurm_cluster(args.workers, args.threads, logs)
+        backend = DaskExecutionBackend(cluster=cluster)
+        where = f"SLURMCluster {args.workers} worker job(s) x {args.threads} thread(s)"
+    else:
+        backend = DaskExecutionBackend(n_workers=args.workers, threads_per_worker=args.threads)
+        where = f"LocalCluster {args.workers} worker(s) x {args.threads} thread(s)"
     await backend
     client = backend.client
     assert client is not None
     try:
+        await client.wait_for_workers(args.workers)
         # Warm up both paths: worker imports, connections, serialisation caches.
         await plain_functions(client, 50)
         await ours(backend, function_task, 50)
@@ -141,10 +183,7 @@ async def main(args: argparse.Namespace) -> None:
                 },
             ),
         ]
-        print(
-            f"LocalCluster {args.workers} worker(s) x {args.threads} thread(s), "
-            f"{args.rounds} alternating rounds: best and median\n"
-        )
+        print(f"{where}, {args.rounds} alternating rounds: best and median\n")
         header = (
             f"{'workload':34} {'variant':20} {'best s':>7} {'median s':>9} {'tasks/s':>8} "
             f"{'best vs plain':>14} {'median vs plain':>16}"
@@ -170,6 +209,8 @@ async def main(args: argparse.Namespace) -> None:
                 )
     finally:
         await backend.shutdown()
+        if cluster is not None:
+            await cluster.close()
 
 
 if __name__ == "__main__":  # worker processes are spawned: they re-import this module
@@ -180,4 +221,5 @@ if __name__ == "__main__":  # worker processes are spawned: they re-import this 
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--slurm", action="store_true", help="workers as SLURM jobs")
     asyncio.run(main(parser.parse_args()))
