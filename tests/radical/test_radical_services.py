@@ -15,6 +15,7 @@ pytest.importorskip(
 
 import asyncio
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -52,8 +53,10 @@ def client(uid: str, service: str, code: str) -> dict[str, object]:
     return {
         "uid": uid,
         "executable": PY,
-        "arguments": ["-c", f"import os; endpoint = os.environ['{endpoint_variable(service)}']\n"
-                      + code],
+        "arguments": [
+            "-c",
+            f"import os; endpoint = os.environ['{endpoint_variable(service)}']\n" + code,
+        ],
         "dependencies": [service],
     }
 
@@ -115,10 +118,15 @@ async def test_a_llama_cpp_server_on_the_pilot_serves_an_ai_task(
     with anyio.fail_after(WAIT):
         await futures["svc.llm"]
     key = server["secret_environment"]["API_KEY"]  # type: ignore[index]
-    question = {"uid": "svc.question", "prompt": "What is the capital of France?",
-                "system_prompt": "You are a helpful assistant.", "temperature": 0,
-                "max_tokens": 16, "endpoint": server["endpoint"],
-                "secret_environment": {"OPENAI_API_KEY": key}}
+    question = {
+        "uid": "svc.question",
+        "prompt": "What is the capital of France?",
+        "system_prompt": "You are a helpful assistant.",
+        "temperature": 0,
+        "max_tokens": 16,
+        "endpoint": server["endpoint"],
+        "secret_environment": {"OPENAI_API_KEY": key},
+    }
     async with InferenceBackend(name="inference") as inference:
         [answer] = await inference.submit_tasks([question])
         with anyio.fail_after(WAIT):
@@ -157,15 +165,35 @@ async def test_tcp_service_is_stopped_by_shutdown(
     assert tcp["state"] == DONE
 
 
-def test_a_probed_service_needs_a_local_pilot() -> None:
-    # No pilot is started: the check is made at submission, from the pilot's resource label.
-    from rhapsody.errors import TaskValidationError
+def test_a_service_on_a_remote_pilot_chooses_its_port_on_its_node(tmp_path: Path) -> None:
+    # No pilot is started: what the backend submits for a service on a pilot elsewhere.
+    from types import SimpleNamespace
+
     from rhapsody.task import TaskDescription
 
-    backend = RadicalExecutionBackend(resource="tacc.frontera")
-    server = {"executable": PY, "arguments": ["-c", TCP_SERVER, "{port}"]}
-    with pytest.raises(TaskValidationError, match="task 'svc'") as caught:
-        backend._check_task(TaskDescription.from_dict({**server, "service": {"tcp": True}}, "svc"))
-    assert "needs a local pilot (local.*), not 'tacc.frontera'" in str(caught.value)
-    # not probed from here: accepted
-    backend._check_task(TaskDescription.from_dict({**server, "service": True}, "svc"))
+    local = RadicalExecutionBackend(resource="local.localhost", work_dir=tmp_path / "local")
+    assert not local.chooses_service_ports  # the engine chooses it, at 127.0.0.1
+    backend = RadicalExecutionBackend(resource="tacc.frontera", work_dir=tmp_path / "remote")
+    assert backend.chooses_service_ports
+    server = {
+        "executable": PY,
+        "arguments": ["-c", TCP_SERVER, "{port}"],
+        "environment": {"AT": "{host}:{port}", "PLAIN": "1"},
+        "service": {"tcp": True},
+    }
+    task = TaskDescription.from_dict(server, "svc")
+    backend._check_task(task)  # accepted: probed at the address its node reports
+    ctx = SimpleNamespace(uid="svc", attempt=1)
+    wrapped, address = backend._on_node(task, ctx)  # type: ignore[arg-type]
+    assert address == tmp_path / "remote" / "svc.1.address"
+    assert wrapped.executable == sys.executable and not wrapped.shell
+    assert list(wrapped.arguments) == [
+        *("-m", "rhapsody.services.on_node", "--address-file", str(address)),
+        *(
+            ["--iface", os.environ["RADICAL_DEFAULT_IFACE"]]
+            if "RADICAL_DEFAULT_IFACE" in os.environ
+            else []
+        ),
+        *("--env", "AT", "--", PY, "-c", TCP_SERVER, "{port}"),
+    ]
+    assert wrapped.environment == task.environment  # filled in on the node

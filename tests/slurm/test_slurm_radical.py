@@ -39,6 +39,7 @@ from radical.pilot.resource_config import ResourceConfig  # type: ignore[import-
 from rhapsody.errors import BackendError, TaskExecutionError
 from rhapsody.platforms import PlatformDescription, PlatformError
 from rhapsody.resources import detect_cores
+from rhapsody.testing import probes
 from rhapsody.testing.probes import OPEN_MPI_LOOPBACK
 from rhapsody_radical import config, user_config
 from rhapsody_radical.backend import RadicalExecutionBackend
@@ -446,4 +447,45 @@ async def test_a_node_lost_mid_run_fails_every_task_of_the_pilot_saying_why(
     for result in [*results, *late]:
         assert isinstance(result, TaskExecutionError), result
         assert "pilot on rhapsody.vslurm ended" in str(result), result
+    assert not [p.pid for p in session_processes(sid)]
+
+
+# A TCP service on `{host}:{port}` (its node's address, chosen there), answering its node's name.
+NODE_SERVER = (
+    "import os,socket,sys;s=socket.create_server((sys.argv[1],int(sys.argv[2])));"
+    "exec('while True:\\n c,_=s.accept();c.sendall(os.environ[\"SLURMD_NODENAME\"].encode());"
+    "c.close()')"
+)
+
+
+@pytest.mark.slurm
+async def test_a_service_on_the_pilot_gets_its_port_on_its_node_and_serves_pilot_tasks(
+    slurm: Cluster, rp_env: dict[str, str]
+) -> None:
+    # The client cannot choose a port for a node: `rhapsody.services.on_node` chooses it where
+    # the service runs and reports it; the engine probes that address, publishes it, and hands
+    # it to the dependents (pilot tasks on any node).
+    server = {
+        "uid": "svc",
+        "executable": sys.executable,
+        "arguments": ["-c", NODE_SERVER, "{host}", "{port}"],
+        "service": {"tcp": True, "timeout": 60},
+    }
+    client = {**probes.service_client("svc"), "uid": "user"}
+    async with started(slurm, platform=VSLURM, nodes=len(NODES)) as backend:
+        assert backend.chooses_service_ports
+        sid = backend.session.uid
+        futures = await backend.submit_tasks([server, client])
+        with anyio.fail_after(WAIT):
+            ready = await futures["svc"]
+            used = await futures["user"]
+        host, port = ready["endpoint"].rsplit(":", 1)
+        assert host == "127.0.0.1" and int(port) > 0  # the nodes' address here (iface lo)
+        assert used["stdout"].strip() in NODES, used.get("stderr")
+        assert ready["state"] == "EXECUTING"
+        assert await backend.cancel_task("svc") is True
+        with anyio.fail_after(WAIT):
+            while ready["state"] not in ("DONE", "CANCELED", "FAILED"):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        assert ready["state"] == "CANCELED", ready
     assert not [p.pid for p in session_processes(sid)]

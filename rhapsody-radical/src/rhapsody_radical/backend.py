@@ -19,19 +19,24 @@ import atexit
 import contextlib
 import functools
 import itertools
+import json
 import logging
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import radical.pilot as rp  # type: ignore[import-untyped]
 
+from rhapsody.backends import launch
 from rhapsody.backends.base import BaseExecutionBackend, ExecutionContext, Outcome
-from rhapsody.errors import BackendError, ResourceError, TaskValidationError
+from rhapsody.errors import BackendError, ResourceError
 from rhapsody.platforms import PlatformDescription
+from rhapsody.services.spec import HOST_PLACEHOLDER, PORT_PLACEHOLDER
 from rhapsody.states import FINAL_STATES, StateMapper
 from rhapsody.task import TaskDescription
 from rhapsody_radical import _call, config, processes, translate
@@ -58,6 +63,8 @@ _KILL_POLL = 0.2
 _REMOTE_CANCEL_DELAY = 2.0
 # seconds between two looks at the pilot's state (see _watch_pilot)
 _PILOT_POLL = 2.0
+# How often a service's address file is looked for (`_located`).
+_ADDRESS_POLL = 0.1
 
 
 class _Attempt:
@@ -181,6 +188,9 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             extra=pilot_description,
         )
         self._pilot_fields, self._resource_config = planned.fields, planned.resource_config
+        # A pilot that does not run on this host runs services where this process cannot choose
+        # their port: `rhapsody.services.on_node` chooses it on the node and reports it.
+        self.chooses_service_ports = not self._pilot_fields["resource"].startswith("local.")
         for label, value, minimum in (
             ("raptor_workers", raptor_workers, 1),
             ("raptor_worker_cores", raptor_worker_cores, 1),
@@ -311,17 +321,6 @@ class RadicalExecutionBackend(BaseExecutionBackend):
 
     def _check_task(self, task: TaskDescription) -> None:
         translate.check(task)
-        resource = self._pilot_fields["resource"]
-        if task.service is not None and task.service.needs_port and not resource.startswith(
-            "local."
-        ):  # see docs/backends/radical_pilot.md, "Service tasks"
-            raise TaskValidationError(
-                f"a service with an 'http' or 'tcp' probe needs a local pilot (local.*), not "
-                f"{resource!r}: its port is chosen and probed at 127.0.0.1 of this machine, "
-                "which cannot reach a compute node; run it on 'concurrent' in the same Session",
-                uid=task.uid,
-                field="service",
-            )
         if task.is_function:
             _, cores, gpus = self._raptor_shape
             where = "a raptor worker"
@@ -347,6 +346,9 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             if isinstance(fields, Outcome):
                 return fields
         else:
+            address = None
+            if task.service is not None and self.chooses_service_ports:
+                task, address = self._on_node(task, ctx)
             fields = translate.executable_fields(task)
         uid = fields["uid"] = f"rh.{next(self._uids):06d}"
         fields.setdefault("name", task.uid)
@@ -355,6 +357,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         self._attempts[uid] = attempt
         self._outbox[uid] = fields
         self._schedule_flush()
+        located = None if address is None else self._loop.create_task(_located(address, ctx))
         try:
             outcome, result = await attempt.future
         except asyncio.CancelledError:
@@ -362,10 +365,36 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             raise
         finally:
             self._attempts.pop(uid, None)
+            if located is not None:
+                located.cancel()
         sandbox = result.get("sandbox")  # local pilots only
         if sandbox and not task.is_function:
             await asyncio.to_thread(self._read_streams, outcome, Path(sandbox), uid)
         return outcome
+
+    def _on_node(
+        self, task: TaskDescription, ctx: ExecutionContext
+    ) -> tuple[TaskDescription, Path]:
+        """Service `task` started through `rhapsody.services.on_node`, which fills in `{host}`
+        and `{port}` on its node and writes them to the returned file (in the work directory,
+        which the nodes must share with this host, as the pilot's sandbox)."""
+        assert task.service is not None
+        address = self.work_dir / f"{ctx.uid.replace(os.sep, '_')}.{ctx.attempt}.address"
+        address.unlink(missing_ok=True)
+        wrapper = ["-m", "rhapsody.services.on_node", "--address-file", str(address)]
+        iface = os.environ.get("RADICAL_DEFAULT_IFACE")  # where RADICAL-Pilot itself binds
+        if iface:
+            wrapper += ["--iface", iface]
+        if task.service.port is not None:
+            wrapper += ["--port", str(task.service.port)]
+        for name, value in (task.environment or {}).items():
+            if PORT_PLACEHOLDER in value or HOST_PLACEHOLDER in value:
+                wrapper += ["--env", name]
+        argv = launch.command_line(task)
+        wrapped = attrs.evolve(
+            task, executable=sys.executable, arguments=(*wrapper, "--", *argv), shell=False
+        )
+        return wrapped, address
 
     # -- submission --------------------------------------------------------------------------
     def _rp(self, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
@@ -572,3 +601,20 @@ class RadicalExecutionBackend(BaseExecutionBackend):
 def _log_failure(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         logger.warning("RADICAL-Pilot call failed: %r", future.exception())
+
+
+async def _located(address: Path, ctx: ExecutionContext) -> None:
+    """Report the address `rhapsody.services.on_node` wrote once it is there (read in a
+    thread: a shared file system can be slow)."""
+    # A file another node writes: nothing here to wait on but the file system.
+    while (where := await asyncio.to_thread(_read_address, address)) is None:  # noqa: ASYNC110
+        await asyncio.sleep(_ADDRESS_POLL)
+    ctx.service_address(where["host"], where["port"])
+
+
+def _read_address(address: Path) -> dict[str, Any] | None:
+    try:
+        where: dict[str, Any] = json.loads(address.read_text())
+    except FileNotFoundError:
+        return None
+    return where

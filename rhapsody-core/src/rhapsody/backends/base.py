@@ -224,8 +224,9 @@ class BaseExecutionBackend:
     #: True when the backend chooses a service's port where the service runs: it fills in
     #: `{host}` / `{port}` there (`rhapsody.services.supervisor.locate`) and reports them with
     #: `ctx.service_address` before the service starts. Otherwise the engine chooses the port
-    #: on `service_host` of this host.
-    chooses_service_ports: ClassVar[bool] = False
+    #: on `service_host` of this host. A class attribute, or set per instance (radical_pilot:
+    #: only where its pilot runs elsewhere).
+    chooses_service_ports: bool = False
     #: True for a backend that runs AI tasks (requests to inference servers)
     runs_ai_tasks: ClassVar[bool] = False
     #: True when the backend's own engine can hold a task until given attempts of its
