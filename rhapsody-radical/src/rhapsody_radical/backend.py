@@ -341,12 +341,12 @@ class RadicalExecutionBackend(BaseExecutionBackend):
     async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
         if self._pilot_error is not None:
             return Outcome.failure(self._pilot_error)
+        address = None  # where a service's node writes its address (`_on_node`)
         if task.is_function:
             fields = await self._describe_function(task)
             if isinstance(fields, Outcome):
                 return fields
         else:
-            address = None
             if task.service is not None and self.chooses_service_ports:
                 task, address = self._on_node(task, ctx)
             fields = translate.executable_fields(task)
