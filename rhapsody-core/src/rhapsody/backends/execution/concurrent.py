@@ -65,13 +65,14 @@ class ConcurrentExecutionBackend(BaseExecutionBackend):
         mpi_launcher: Sequence[str] = _mpi.DEFAULT_LAUNCHER,
     ) -> None:
         self._mpi_launcher = _mpi.check_launcher(mpi_launcher)
-        if cores is None or gpus is None:
-            # Size from the allocation (SLURM/PBS/LSF/Flux, else this machine), bounded by
-            # the CPUs this process may actually use.
-            granted = detect()
-            if cores is None:
-                cores = max(1, min(granted.local_cores, detect_cores()))
+        # Size from the allocation (SLURM/PBS/LSF/Flux, else this machine), bounded by the
+        # CPUs this process may actually use.
+        granted = detect() if cores is None or gpus is None else None
+        if cores is None:
+            assert granted is not None
+            cores = max(1, min(granted.local_cores, detect_cores()))
         if gpus is None:
+            assert granted is not None
             gpu_ids: tuple[str, ...] = granted.gpu_ids
         elif isinstance(gpus, bool):
             raise TypeError("gpus must be a count or a list of GPU identifiers, not a bool")
