@@ -185,7 +185,8 @@ def test_a_service_on_a_remote_pilot_chooses_its_port_on_its_node(tmp_path: Path
     backend._check_task(task)  # accepted: probed at the address its node reports
     ctx = SimpleNamespace(uid="svc", attempt=1)
     wrapped, address = backend._on_node(task, ctx)  # type: ignore[arg-type]
-    assert address == tmp_path / "remote" / "svc.1.address"
+    assert address.parent == tmp_path / "remote" and address.name.startswith("svc.1.")
+    assert address.name.endswith(".address") and not address.exists()
     assert wrapped.executable == sys.executable and not wrapped.shell
     assert list(wrapped.arguments) == [
         *("-m", "rhapsody.services.on_node", "--address-file", str(address)),

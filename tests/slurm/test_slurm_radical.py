@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -230,9 +231,27 @@ def queued_jobs(cluster: Cluster) -> dict[str, str]:
     return dict(line.strip().split(" ", 1) for line in out.splitlines() if line.strip())
 
 
+def pilot_sandbox(backend: RadicalExecutionBackend) -> Path:
+    return Path(str(backend.pilot.pilot_sandbox).removeprefix("file://localhost"))
+
+
+# What mpirun prints when an ORTE daemon it started on a node through srun dies before it
+# reports back: about 1 launch in 200 on these virtual nodes (benchmarks/bench_slurm_radical.py
+# counts them), in plain RADICAL-Pilot and plain mpirun alike. A test that meets it is run once
+# more, saying so; any other failure fails it.
+ORTED_FAILED = "An ORTE daemon has unexpectedly failed after launch"
+
+
+def orted_failed(sandbox: Path) -> list[str]:
+    """The pilot's tasks (raptor's included) whose mpirun met `ORTED_FAILED`."""
+    return sorted(
+        err.stem for err in sandbox.glob("*/*.err") if ORTED_FAILED in err.read_text("replace")
+    )
+
+
 def pilot_job(backend: RadicalExecutionBackend) -> str:
     """The pilot's SLURM job id, as its agent's environment recorded it in the sandbox."""
-    sandbox = Path(str(backend.pilot.pilot_sandbox).removeprefix("file://localhost"))
+    sandbox = pilot_sandbox(backend)
     for line in (sandbox / "env" / "bs0_orig.env").read_text().splitlines():
         if line.startswith("SLURM_JOB_ID="):
             return line.partition("=")[2].strip("'\"")
@@ -305,36 +324,47 @@ MEETING = (
 async def test_a_pilot_submitted_through_sbatch_runs_tasks_on_every_node(
     slurm: Cluster, rp_env: dict[str, str], tmp_path: Path
 ) -> None:
-    meeting = tmp_path / "meeting"
-    meeting.mkdir()
-    async with started(slurm, platform=VSLURM, nodes=len(NODES)) as backend:
-        sid = backend.session.uid
-        assert backend.pilot_fields["resource"] == "rhapsody.vslurm"
-        assert queued_jobs(slurm)[pilot_job(backend)] == "3 n[1-3]"  # one job on the 3 nodes
-        with Listening(lambda: session_processes(sid)) as listening:
-            tasks = [
-                {"executable": "/bin/sh", "arguments": ["-c", MEETING, str(meeting)]}
-                for _ in range(2 * len(NODES))
-            ]
-            with anyio.fail_after(WAIT):
-                met = await asyncio.gather(*await backend.submit_tasks(tasks))
-            # 3 ranks of 2 cores: a whole node each
-            mpi = {
-                "executable": sys.executable,
-                "arguments": [HELLO, "3"],
-                "ranks": 3,
-                "cores_per_rank": CPUS_PER_NODE,
-            }
-            # then raptor, which holds 2 cores until the end
-            calls = [{"function": os.getenv, "args": ["SLURMD_NODENAME"]} for _ in range(4)]
-            with anyio.fail_after(WAIT):
-                [ranks] = await asyncio.gather(*await backend.submit_tasks([mpi]))
-                functions = await asyncio.gather(*await backend.submit_tasks(calls))
-        assert sorted(task["stdout"].split()[0] for task in met) == sorted(NODES * 2)
-        assert {task["stdout"].split()[1] for task in met} == {"6"}  # all six met
-        assert json.loads(ranks["stdout"]) == {"size": 3, "nodes": list(NODES)}
-        assert {task["return_value"] for task in functions} <= set(NODES)
-        listening.check()
+    for attempt in (1, 2):
+        meeting = tmp_path / f"meeting.{attempt}"
+        meeting.mkdir()
+        sandbox = tmp_path / "no pilot yet"
+        try:
+            async with started(slurm, platform=VSLURM, nodes=len(NODES)) as backend:
+                sid, sandbox = backend.session.uid, pilot_sandbox(backend)
+                assert backend.pilot_fields["resource"] == "rhapsody.vslurm"
+                assert queued_jobs(slurm)[pilot_job(backend)] == "3 n[1-3]"  # one job, 3 nodes
+                with Listening(functools.partial(session_processes, sid)) as listening:
+                    tasks = [
+                        {"executable": "/bin/sh", "arguments": ["-c", MEETING, str(meeting)]}
+                        for _ in range(2 * len(NODES))
+                    ]
+                    with anyio.fail_after(WAIT):
+                        met = await asyncio.gather(*await backend.submit_tasks(tasks))
+                    # 3 ranks of 2 cores: a whole node each
+                    mpi = {
+                        "executable": sys.executable,
+                        "arguments": [HELLO, "3"],
+                        "ranks": 3,
+                        "cores_per_rank": CPUS_PER_NODE,
+                    }
+                    # then raptor, which holds 2 cores until the end
+                    calls = [{"function": os.getenv, "args": ["SLURMD_NODENAME"]}] * 4
+                    with anyio.fail_after(WAIT):
+                        [ranks] = await asyncio.gather(*await backend.submit_tasks([mpi]))
+                        functions = await asyncio.gather(
+                            *await backend.submit_tasks([dict(c) for c in calls])
+                        )
+        except TaskExecutionError:
+            if attempt == 2 or not (failed := orted_failed(sandbox)):
+                raise
+            print(f"Open MPI's daemon failed to start for {', '.join(failed)}: run again")
+            continue
+        break
+    assert sorted(task["stdout"].split()[0] for task in met) == sorted(NODES * 2)
+    assert {task["stdout"].split()[1] for task in met} == {"6"}  # all six met
+    assert json.loads(ranks["stdout"]) == {"size": 3, "nodes": list(NODES)}
+    assert {task["return_value"] for task in functions} <= set(NODES)
+    listening.check()
     assert not [p.pid for p in session_processes(sid)]  # and the job is gone (`slurm` checks)
 
 
@@ -460,7 +490,7 @@ NODE_SERVER = (
 
 @pytest.mark.slurm
 async def test_a_service_on_the_pilot_gets_its_port_on_its_node_and_serves_pilot_tasks(
-    slurm: Cluster, rp_env: dict[str, str]
+    slurm: Cluster, rp_env: dict[str, str], tmp_path: Path
 ) -> None:
     # The client cannot choose a port for a node: `rhapsody.services.on_node` chooses it where
     # the service runs and reports it; the engine probes that address, publishes it, and hands
@@ -472,7 +502,8 @@ async def test_a_service_on_the_pilot_gets_its_port_on_its_node_and_serves_pilot
         "service": {"tcp": True, "timeout": 60},
     }
     client = {**probes.service_client("svc"), "uid": "user"}
-    async with started(slurm, platform=VSLURM, nodes=len(NODES)) as backend:
+    work = tmp_path / "work"  # where the node writes the service's address
+    async with started(slurm, platform=VSLURM, nodes=len(NODES), work_dir=work) as backend:
         assert backend.chooses_service_ports
         sid = backend.session.uid
         futures = await backend.submit_tasks([server, client])
@@ -488,4 +519,5 @@ async def test_a_service_on_the_pilot_gets_its_port_on_its_node_and_serves_pilot
             while ready["state"] not in ("DONE", "CANCELED", "FAILED"):  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
         assert ready["state"] == "CANCELED", ready
+        assert not list(work.glob("*.address"))  # removed with its attempt
     assert not [p.pid for p in session_processes(sid)]

@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -221,6 +222,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         self._raptor: asyncio.Future[str] | None = None
         self._raptor_error: str | None = None
         self._raptor_uids: frozenset[str] = frozenset()
+        self._token = uuid.uuid4().hex[:12]  # names this backend's files in a shared work_dir
 
     # -- RADICAL-Pilot objects, for callers that need the native API (None until started) --
     @property
@@ -367,6 +369,8 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             self._attempts.pop(uid, None)
             if located is not None:
                 located.cancel()
+            if address is not None:
+                address.unlink(missing_ok=True)
         sandbox = result.get("sandbox")  # local pilots only
         if sandbox and not task.is_function:
             await asyncio.to_thread(self._read_streams, outcome, Path(sandbox), uid)
@@ -379,8 +383,9 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         and `{port}` on its node and writes them to the returned file (in the work directory,
         which the nodes must share with this host, as the pilot's sandbox)."""
         assert task.service is not None
-        address = self.work_dir / f"{ctx.uid.replace(os.sep, '_')}.{ctx.attempt}.address"
-        address.unlink(missing_ok=True)
+        # Unique to this backend and attempt (work directories are shared), removed at its end.
+        name = f"{ctx.uid.replace(os.sep, '_')}.{ctx.attempt}.{self._token}.address"
+        address = self._ensure_work_dir() / name
         wrapper = ["-m", "rhapsody.services.on_node", "--address-file", str(address)]
         iface = os.environ.get("RADICAL_DEFAULT_IFACE")  # where RADICAL-Pilot itself binds
         if iface:
