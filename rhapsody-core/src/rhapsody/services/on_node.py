@@ -20,8 +20,8 @@ import os
 import socket
 import sys
 
-from rhapsody.services.spec import HOST_PLACEHOLDER, PORT_PLACEHOLDER
-from rhapsody.services.supervisor import free_port
+from rhapsody.services.spec import PORT_PLACEHOLDER
+from rhapsody.services.supervisor import fill, free_port
 
 
 def node_address(iface: str | None) -> str:
@@ -53,15 +53,11 @@ def main(argv: list[str] | None = None) -> None:
     if port is None and any(PORT_PLACEHOLDER in text for text in texts):
         port = free_port(host)
 
-    def put(value: str) -> str:
-        value = value.replace(HOST_PLACEHOLDER, host)
-        return value if port is None else value.replace(PORT_PLACEHOLDER, str(port))
-
     env = dict(os.environ)
     for name in args.env:
         if name in env:
-            env[name] = put(env[name])
-    program = [put(text) for text in program]
+            env[name] = fill(env[name], host, port)
+    program = [fill(text, host, port) for text in program]
     # Written whole, then renamed: the client never reads half an address.
     partial = f"{args.address_file}.partial"
     with open(partial, "w") as file:

@@ -50,16 +50,18 @@ def uses_port(task: TaskDescription) -> bool:
     return any(PORT_PLACEHOLDER in text for text in texts)
 
 
+def fill(text: str, host: str, port: int | None) -> str:
+    """`text` with `{host}` and, where there is a port, `{port}` replaced."""
+    text = text.replace(HOST_PLACEHOLDER, host)
+    return text if port is None else text.replace(PORT_PLACEHOLDER, str(port))
+
+
 def with_address(task: TaskDescription, host: str, port: int | None) -> TaskDescription:
     """`task` with `{host}` and `{port}` replaced (plain text replacement: nothing else
     expands; `{port}` stays as it is when there is no port)."""
-    text = str(port)
 
     def put(value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        value = value.replace(HOST_PLACEHOLDER, host)
-        return value if port is None else value.replace(PORT_PLACEHOLDER, text)
+        return fill(value, host, port) if isinstance(value, str) else value
 
     environment = task.environment
     if environment is not None:
