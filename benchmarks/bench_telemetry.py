@@ -17,7 +17,8 @@ run of none (so imports and start-up cancel out). It needs `valgrind` and takes 
     python benchmarks/bench_telemetry.py                 # 10,000 functions, 1,000 executables
     python benchmarks/bench_telemetry.py --quick         # a tenth of each
     python benchmarks/bench_telemetry.py --rounds 21     # default 15
-    python benchmarks/bench_telemetry.py --subscriber --checkpoint   # heavier set-ups too
+    python benchmarks/bench_telemetry.py --subscriber --checkpoint --prometheus  # heavier set-ups
+    python benchmarks/bench_telemetry.py --functions 100000 --executables 0     # other sizes
     python benchmarks/bench_telemetry.py --instructions  # and instructions per task (valgrind)
 """
 
@@ -53,6 +54,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "on (defaults)": {},
     "on + subscriber": {"_subscriber": True},
     "on + checkpoint": {"checkpoint_path": CHECKPOINTS},  # a directory: one file per session
+    # Something exports: the bookkeeping is done every second, during the run.
+    "on + Prometheus": {"prometheus_port": 0},
 }
 
 
@@ -62,9 +65,13 @@ def workload(kind: str, n: int) -> list[dict[str, Any]]:
     return [{"uid": f"e{i}", "executable": "/bin/true"} for i in range(n)]
 
 
-async def one_run(kind: str, n: int, telemetry: dict[str, Any] | None) -> tuple[float, ...]:
+async def one_run(
+    kind: str, n: int, telemetry: dict[str, Any] | None, *, exit_when_final: bool = False
+) -> tuple[float, ...]:
     """Wall and CPU seconds from submission until every task is final, and wall seconds of
-    `session.close()` (with telemetry: ending it, and with a checkpoint writing the spans)."""
+    `session.close()` (with telemetry: the bookkeeping not done yet, ending it, and with a
+    checkpoint writing the spans). `exit_when_final`: the process ends there (what the run
+    itself costs, for --instructions)."""
     session = Session([ConcurrentExecutionBackend()])
     for backend in session.backends.values():
         await backend
@@ -81,16 +88,19 @@ async def one_run(kind: str, n: int, telemetry: dict[str, Any] | None) -> tuple[
     futures = await session.submit_tasks(tasks)
     await asyncio.gather(*futures)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    if exit_when_final:
+        os._exit(0)
     await session.close()
     return elapsed, cpu, time.perf_counter() - start - elapsed
 
 
-def callback_cost(n: int) -> float:
-    """Microseconds the telemetry callback adds per task: n synthetic tasks through the four
-    transitions a task makes (SCHEDULING_PENDING, EXECUTING_PENDING, EXECUTING, DONE)."""
+def callback_cost(n: int) -> tuple[float, float]:
+    """Microseconds per task of the telemetry callback (it logs) and of the bookkeeping of
+    that log: n synthetic tasks through the four transitions a task makes
+    (SCHEDULING_PENDING, EXECUTING_PENDING, EXECUTING, DONE)."""
     from rhapsody.telemetry import TelemetryManager
 
-    async def go() -> float:
+    async def go() -> tuple[float, float]:
         manager = TelemetryManager("bench")
         await manager.start()
         tasks = [{"uid": f"t{i}", "backend": "b", "exit_code": 0} for i in range(n)]
@@ -102,15 +112,18 @@ def callback_cost(n: int) -> float:
             on_state(task, "EXECUTING_PENDING")
             on_state(task, "EXECUTING")
             on_state(task, "DONE")
-        elapsed = time.perf_counter() - start
+        logged = time.perf_counter()
+        manager.task_count()  # reading books the log
+        booked = time.perf_counter()
         manager.close()
-        return elapsed / n * 1e6
+        return (logged - start) / n * 1e6, (booked - logged) / n * 1e6
 
     return asyncio.run(go())
 
 
-def instructions(kind: str, n: int, variant: str) -> int:
-    """Instructions valgrind counts in a process that runs `n` tasks once with `variant`."""
+def instructions(kind: str, n: int, variant: str, whole: bool) -> int:
+    """Instructions valgrind counts in a process that runs `n` tasks once with `variant`:
+    until its session is closed (`whole`), or until the last task is final."""
     with tempfile.NamedTemporaryFile() as out:
         done = subprocess.run(
             [
@@ -124,6 +137,7 @@ def instructions(kind: str, n: int, variant: str) -> int:
                 variant,
                 kind,
                 str(n),
+                *([] if whole else ["--exit-when-final"]),
             ],
             capture_output=True,
             text=True,
@@ -136,15 +150,28 @@ def instructions(kind: str, n: int, variant: str) -> int:
 
 
 def instructions_per_task(sizes: dict[str, int], names: list[str]) -> Table:
-    table = Table(title="instructions per task (valgrind: a run of n tasks minus a run of none)")
-    for column in ("workload", "variant", "instructions / task", "vs off"):
+    table = Table(
+        title="instructions per task (valgrind: a run of n tasks minus a run of none), until "
+        "the last task is final, and until the session is closed (all bookkeeping done)"
+    )
+    for column in ("workload", "variant", "run", "vs off", "run + close", "vs off"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for kind, n in sizes.items():
-        per_task = {
-            name: (instructions(kind, n, name) - instructions(kind, 0, name)) / n for name in names
-        }
-        for name, count in per_task.items():
-            table.add_row(f"{n:,} {kind}", name, f"{count:,.0f}", f"{count / per_task['off']:.3f}x")
+        counts: dict[str, list[float]] = {name: [] for name in names}
+        for whole in (False, True):
+            for name in names:
+                total = instructions(kind, n, name, whole) - instructions(kind, 0, name, whole)
+                counts[name].append(total / n)
+        off = counts["off"]
+        for name, (run, closed) in counts.items():
+            table.add_row(
+                f"{n:,} {kind}",
+                name,
+                f"{run:,.0f}",
+                f"{run / off[0]:.3f}x",
+                f"{closed:,.0f}",
+                f"{closed / off[1]:.3f}x",
+            )
     return table
 
 
@@ -160,24 +187,34 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--subscriber", action="store_true", help="also: one no-op subscriber")
     parser.add_argument("--checkpoint", action="store_true", help="also: a JSONL checkpoint")
+    parser.add_argument(
+        "--prometheus", action="store_true", help="also: a Prometheus /metrics endpoint"
+    )
+    parser.add_argument("--functions", type=int, default=10_000, help="default 10,000")
+    parser.add_argument("--executables", type=int, default=1_000, help="default 1,000")
     parser.add_argument("--instructions", action="store_true", help="also: valgrind counts")
     parser.add_argument(
         "--one-run", nargs=3, metavar=("VARIANT", "KIND", "N"), help=argparse.SUPPRESS
     )
+    parser.add_argument("--exit-when-final", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one_run:  # one measured process of --instructions
         variant, kind, n = args.one_run
-        asyncio.run(one_run(kind, int(n), None if variant == "off" else VARIANTS[variant]))
+        options = None if variant == "off" else VARIANTS[variant]
+        asyncio.run(one_run(kind, int(n), options, exit_when_final=args.exit_when_final))
         return
     if args.rounds < 2:
         parser.error("--rounds must be at least 2 (medians and quartiles)")
     scale = 10 if args.quick else 1
-    sizes = {"functions": 10_000 // scale, "executables": 1_000 // scale}
+    sizes = {"functions": args.functions // scale, "executables": args.executables // scale}
+    sizes = {kind: n for kind, n in sizes.items() if n > 0}
     variants: dict[str, dict[str, Any] | None] = {"off": None, "on (defaults)": {}}
     if args.subscriber:
         variants["on + subscriber"] = VARIANTS["on + subscriber"]
     if args.checkpoint:
         variants["on + checkpoint"] = VARIANTS["on + checkpoint"]
+    if args.prometheus:
+        variants["on + Prometheus"] = VARIANTS["on + Prometheus"]
     if args.instructions and shutil.which("valgrind") is None:
         parser.error("--instructions needs valgrind")
     table = Table(
@@ -222,9 +259,11 @@ def main() -> None:
             )
     Console(width=160).print(table)
     costs = [callback_cost(100_000 // scale) for _ in range(args.rounds)]
+    logged, booked = zip(*costs, strict=True)
     print(
-        f"telemetry callback, 4 transitions per task: {min(costs):.2f} us best, "
-        f"{statistics.median(costs):.2f} us median per task"
+        f"telemetry callback, 4 transitions per task: {min(logged):.2f} us best, "
+        f"{statistics.median(logged):.2f} us median per task; their bookkeeping (in a batch): "
+        f"{min(booked):.2f} us best, {statistics.median(booked):.2f} us median"
     )
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.instructions:

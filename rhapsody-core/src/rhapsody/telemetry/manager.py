@@ -1,10 +1,12 @@
 """`TelemetryManager`: a session's task events, spans and metrics, resource samples, the JSONL
 checkpoint and the exports.
 
-It follows the engine only through `register_callback` (one call per state change) and keeps
-that call to plain bookkeeping: typed event objects are made only while someone subscribed or a
-checkpoint is written, and OpenTelemetry data is made from the records in batches
-(`rhapsody.telemetry.otel`). OpenTelemetry is imported by `start()`, never by this module.
+It follows the engine only through `register_callback` (one call per state change), and that
+call only logs the change: the bookkeeping (counters, attempt records, slots) is done in batches
+when something reads, at every resource-sampling tick, and every second while exporting; at
+once, with typed event objects, only while someone subscribed or a checkpoint is written.
+OpenTelemetry data is made from the records in batches too (`rhapsody.telemetry.otel`).
+OpenTelemetry is imported by `start()`, never by this module.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from rhapsody.task import dependency_uids
 from rhapsody.telemetry import attempts as at
 from rhapsody.telemetry import events as ev
 from rhapsody.telemetry.resources import NodeSampler
+from rhapsody.telemetry.ticker import Ticker
 
 if TYPE_CHECKING:
     from rhapsody.backends.base import BaseExecutionBackend
@@ -48,7 +51,6 @@ logger = logging.getLogger("rhapsody.telemetry")
 Subscriber = Callable[[ev.BaseEvent], Any]
 RETRIED = "retried"  # the status of an attempt that failed and is retried
 EXPORT_INTERVAL = 1.0  # seconds between batches to exporters (spans, histogram points)
-_now = time.time
 _RESOURCE_FIELDS = {f.name for f in dataclasses.fields(ev.ResourceUpdate)} - {
     f.name for f in dataclasses.fields(ev.BaseEvent)
 } | {"node_id"}
@@ -126,12 +128,15 @@ class TelemetryManager:
         self._running: dict[str, tuple[Any, ...]] = {}  # EXECUTING: _BACKEND, _STARTED, ...
         self._retried: dict[str, int] = {}  # attempts that failed and were retried, by uid
         self._backend_of: dict[str, _Backend] = {}
-        #: per backend: submitted, started, completed, failed, canceled, running
-        self.per_backend: dict[str, list[int]] = {}
-        self.tokens_by_backend: dict[tuple[str, str], int] = {}
-        #: finished attempts (tuples, fields in rhapsody.telemetry.attempts), in order
-        self.records: list[tuple[Any, ...]] = []
-        self.failures: list[dict[str, Any]] = []
+        self._per_backend: dict[str, list[int]] = {}
+        self._tokens: dict[tuple[str, str], int] = {}
+        self._records: list[tuple[Any, ...]] = []
+        self._failures: list[dict[str, Any]] = []
+        # The engine's callback only logs (task, state, time); `_catch_up` does the
+        # bookkeeping of the log in batches, when something reads, exports or subscribes.
+        self._log: list[Any] = []  # task, state, time, task, state, time, ...
+        self._catching_up = False
+        self._on_state, self._send_states_to = _state_log(self._log)
         self.services: list[dict[str, Any]] = []
         self.samples: list[dict[str, Any]] = []  # resource rows, in order
         self.resource_latest: dict[tuple[str, int | None], dict[str, Any]] = {}
@@ -142,7 +147,7 @@ class TelemetryManager:
         self._checkpoint: TextIO | None = None
         self._checkpointed = 0  # records already written to the checkpoint
         self.checkpoint_file: Path | None = None
-        self._background: list[asyncio.Task[None]] = []
+        self._tickers: list[Ticker] = []
         self._sampler: NodeSampler | None = None
         self._otel: Otel | None = None
         self._targets: list[Session | BaseExecutionBackend] = []
@@ -174,10 +179,14 @@ class TelemetryManager:
         self._started = True
         self._publish(ev.SessionStarted, None, None, self.started_at)
         self._sampler = NodeSampler(self.node_id)
-        loop = asyncio.get_running_loop()
-        self._background.append(loop.create_task(self._poll_resources()))
+        self._tickers.append(
+            Ticker(self.resource_poll_interval, self._poll_resources, "rhapsody-telemetry-sampling")
+        )
         if self._checkpoint is not None or self._otel.exporting:
-            self._background.append(loop.create_task(self._flush_periodically()))
+            interval = self.checkpoint_interval if self._checkpoint is not None else EXPORT_INTERVAL
+            self._tickers.append(
+                Ticker(interval, lambda: self._flush(time.time()), "rhapsody-telemetry-flush")
+            )
 
     def attach(self, target: Session | BaseExecutionBackend) -> None:
         """Follow every state change of a backend, or of every backend of a session (present
@@ -200,9 +209,11 @@ class TelemetryManager:
         """Stop sampling, end the session span, flush every exporter and the checkpoint."""
         if not self._started or self._stopped:
             return
+        self._catch_up()
         self._stopped = True
-        for task in self._background:
-            task.cancel()
+        self._follow()  # state changes from now on are dropped
+        for ticker in self._tickers:
+            ticker.stop()
         now = time.time()
         # Attempts still running (a close while tasks run) end now, as canceled.
         running, self._running = self._running, {}
@@ -259,10 +270,12 @@ class TelemetryManager:
             raise TypeError(f"a subscriber must be callable, got {callback!r}")
         self._subscribers.append(callback)
         self._eventful = True
+        self._follow()
 
     def unsubscribe(self, callback: Subscriber) -> None:
         self._subscribers.remove(callback)
         self._eventful = bool(self._subscribers) or self._checkpoint is not None
+        self._follow()
 
     def emit(self, event: ev.BaseEvent) -> None:
         """Publish a custom event (`define_event`) or a built-in one (`ServiceReady`)."""
@@ -276,6 +289,31 @@ class TelemetryManager:
         self._dispatch(event)
 
     # -- reading -------------------------------------------------------------------------------
+    # What the bookkeeping keeps, brought up to date first (see `_catch_up`).
+    @property
+    def records(self) -> list[tuple[Any, ...]]:
+        """Finished attempts (tuples, fields in rhapsody.telemetry.attempts), in order."""
+        self._catch_up()
+        return self._records
+
+    @property
+    def per_backend(self) -> dict[str, list[int]]:
+        """Per backend: tasks submitted, started, completed, failed, canceled, running."""
+        self._catch_up()
+        return self._per_backend
+
+    @property
+    def tokens_by_backend(self) -> dict[tuple[str, str], int]:
+        """Inference tokens per (backend, "prompt" or "completion")."""
+        self._catch_up()
+        return self._tokens
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        """Failed tasks in order: task_id, backend, time, reason, error_type, exit_code."""
+        self._catch_up()
+        return self._failures
+
     def read_metrics(self) -> Any:
         """The current OpenTelemetry `MetricsData` (from an in-memory reader)."""
         otel = self._require()
@@ -361,6 +399,7 @@ class TelemetryManager:
 
     def running_attempts(self) -> list[dict[str, Any]]:
         """Attempts running now (the dashboard's open bars)."""
+        self._catch_up()
         return [
             {
                 "task_id": uid,
@@ -373,81 +412,113 @@ class TelemetryManager:
             for uid, r in list(self._running.items())
         ]
 
-    # -- the engine's callback: the hot path ---------------------------------------------------
-    # Called on every state change of every task (four per task, amid the engine's own work):
-    # the common transitions are handled in this one frame, touching little memory (`_waiting`
-    # and `_running` stay small, only `_queued` grows with the backlog) and allocating one tuple
-    # per attempt; rare cases (retries, tasks first seen late, failures, events) call helpers.
-    # OpenTelemetry data is made later, in batches.
-    def _on_state(self, task: dict[str, Any], state: str) -> None:
-        if self._stopped:
+    # -- the bookkeeping of the engine's state changes ---------------------------------------
+    # The engine's callback (`_state_log`) only appends (task, state, time) to `_log`: four
+    # appends per task amid the engine's own work. This catches up with the log in one loop,
+    # touching little memory (`_waiting` and `_running` stay small, only `_queued` grows with
+    # the backlog) and allocating one tuple per attempt; rare cases (retries, tasks first seen
+    # late, failures, events) call helpers. OpenTelemetry data is made later still, in batches.
+    def _catch_up(self) -> None:
+        """Do the bookkeeping of every state change logged so far (idempotent, not reentrant:
+        a call made while it runs, from a subscriber, returns at once)."""
+        log = self._log
+        if not log or self._catching_up:
             return
-        uid = task["uid"]
-        if state == EXECUTING:
-            now = _now()
-            backend = self._backend_of.get(task.get("backend", "")) or self._backend(task)
-            queued = self._queued.pop(uid, None)
-            if queued is None:  # a backend that skips EXECUTING_PENDING, or first seen here
-                self._not_queued(uid, task, backend)
-            free = backend.free
-            if free:
-                lane = heapq.heappop(free)  # the lowest free slot, as the trace does
-            else:
-                lane = backend.lanes
-                backend.lanes = lane + 1
-            attempt = self._retried.get(uid, 0) + 1 if self._retried else 1
-            self._running[uid] = (backend, now, lane, attempt, queued)
-            counters = backend.counters
-            counters[at.STARTED] += 1
-            counters[at.RUNNING] += 1
-            if self._eventful:
-                attributes = {"attempt": attempt, "slot": lane}
-                self._publish(
-                    ev.TaskStarted,
-                    uid,
-                    backend.name,
-                    now,
-                    node_id=self.node_id,
-                    attributes=attributes,
-                )
-        elif state == EXECUTING_PENDING:
-            now = _now()
-            if uid in self._waiting:
-                self._waiting.remove(uid)
-            else:
-                self._requeued(uid, task, now)
-            self._queued[uid] = now
-            if self._eventful:
-                attributes = {"attempt": self._retried.get(uid, 0) + 1}
-                name = self._backend(task).name
-                self._publish(ev.TaskQueued, uid, name, now, attributes=attributes)
-        elif state == SCHEDULING_PENDING:
-            backend = self._backend_of.get(task.get("backend", "")) or self._backend(task)
-            backend.counters[at.SUBMITTED] += 1
-            self._waiting.add(uid)
-            if self._eventful:
-                self._announce(uid, task, backend.name)
+        self._catching_up = True
+        waiting, queued, running = self._waiting, self._queued, self._running
+        retried, backend_of = self._retried, self._backend_of
+        index = 0
+        try:
+            entries = iter(log)  # a list's iterator also yields what is appended meanwhile
+            for task, state, now in zip(entries, entries, entries, strict=True):
+                index += 3
+                uid = task["uid"]
+                if state == EXECUTING:
+                    backend = backend_of.get(task.get("backend", "")) or self._backend(task)
+                    since = queued.pop(uid, None)
+                    if since is None:  # a backend that skips EXECUTING_PENDING, or first seen
+                        self._not_queued(uid, task, backend, now)
+                    free = backend.free
+                    if free:
+                        lane = heapq.heappop(free)  # the lowest free slot, as the trace does
+                    else:
+                        lane = backend.lanes
+                        backend.lanes = lane + 1
+                    attempt = retried.get(uid, 0) + 1 if retried else 1
+                    running[uid] = (backend, now, lane, attempt, since)
+                    counters = backend.counters
+                    counters[at.STARTED] += 1
+                    counters[at.RUNNING] += 1
+                    if self._eventful:
+                        attributes = {"attempt": attempt, "slot": lane}
+                        self._publish(
+                            ev.TaskStarted,
+                            uid,
+                            backend.name,
+                            now,
+                            node_id=self.node_id,
+                            attributes=attributes,
+                        )
+                elif state == EXECUTING_PENDING:
+                    if uid in waiting:
+                        waiting.remove(uid)
+                    else:
+                        self._requeued(uid, task, now, None)
+                    queued[uid] = now
+                    if self._eventful:
+                        attributes = {"attempt": retried.get(uid, 0) + 1}
+                        name = self._backend(task).name
+                        self._publish(ev.TaskQueued, uid, name, now, attributes=attributes)
+                elif state == SCHEDULING_PENDING:
+                    backend = backend_of.get(task.get("backend", "")) or self._backend(task)
+                    backend.counters[at.SUBMITTED] += 1
+                    waiting.add(uid)
+                    if self._eventful:
+                        self._announce(uid, task, backend.name, now)
+                elif type(state) is dict:  # queued again after a failed attempt: its snapshot
+                    self._requeued(uid, task, now, state)
+                    queued[uid] = now
+                    if self._eventful:
+                        attributes = {"attempt": retried.get(uid, 0) + 1}
+                        name = self._backend(task).name
+                        self._publish(ev.TaskQueued, uid, name, now, attributes=attributes)
+                else:
+                    final = _FINAL.get(state)
+                    if final is None:
+                        continue
+                    attempt_record = running.pop(uid, None)
+                    if attempt_record is not None:
+                        backend = attempt_record[_BACKEND]
+                        self._end_attempt(uid, attempt_record, now, final[0], task)
+                        run = now - attempt_record[_STARTED]
+                    else:
+                        backend = self._never_started(uid, task, now)
+                        run = 0.0
+                    if retried:
+                        retried.pop(uid, None)
+                    backend.counters[final[1]] += 1
+                    usage = task.get("usage")
+                    if usage is not None:
+                        self._count_tokens(backend.name, usage)
+                    if state == FAILED or self._eventful:
+                        self._report_end(uid, backend.name, task, state, now, run)
+        finally:
+            del log[:index]
+            self._catching_up = False
+
+    def _put_now(self, entry: tuple[Any, ...]) -> None:
+        """Where the engine's callback sends state changes while events are wanted."""
+        self._log.extend(entry)
+        self._catch_up()
+
+    def _follow(self) -> None:
+        """Send the engine's state changes where they are wanted now: done at once while
+        someone wants events (subscribers, the checkpoint), else logged for `_catch_up`."""
+        self._catch_up()  # changes logged so far make no events: they happened before
+        if self._stopped:
+            self._send_states_to(_drop)
         else:
-            final = _FINAL.get(state)
-            if final is None:
-                return
-            now = _now()
-            running = self._running.pop(uid, None)
-            if running is not None:
-                backend = running[_BACKEND]
-                self._end_attempt(uid, running, now, final[0], task)
-                run = now - running[_STARTED]
-            else:
-                backend = self._never_started(uid, task)
-                run = 0.0
-            if self._retried:
-                self._retried.pop(uid, None)
-            backend.counters[final[1]] += 1
-            usage = task.get("usage")
-            if usage is not None:
-                self._count_tokens(backend.name, usage)
-            if state == FAILED or self._eventful:
-                self._report_end(uid, backend.name, task, state, now, run)
+            self._send_states_to(self._put_now if self._eventful else None)
 
     def _backend(self, task: dict[str, Any]) -> _Backend:
         """The record of the backend that runs `task` (made for its first task)."""
@@ -455,47 +526,49 @@ class TelemetryManager:
         backend = self._backend_of.get(name)
         if backend is None:
             backend = self._backend_of[name] = _Backend(name)
-            self.per_backend[name] = backend.counters
+            self._per_backend[name] = backend.counters
         return backend
 
-    def _first_seen(self, uid: str, task: dict[str, Any], backend: _Backend) -> None:
+    def _first_seen(self, uid: str, task: dict[str, Any], backend: _Backend, now: float) -> None:
         """Count a task seen for the first time in a later state (submitted before telemetry
         started, or canceled before it was scheduled), as SCHEDULING_PENDING does."""
         backend.counters[at.SUBMITTED] += 1
         if self._eventful:
-            self._announce(uid, task, backend.name)
+            self._announce(uid, task, backend.name, now)
 
-    def _announce(self, uid: str, task: dict[str, Any], backend: str) -> None:
-        now = _now()
+    def _announce(self, uid: str, task: dict[str, Any], backend: str, now: float) -> None:
         self._publish(ev.TaskCreated, uid, backend, now, attributes=_describe(task))
         self._publish(ev.TaskSubmitted, uid, backend, now)
 
-    def _requeued(self, uid: str, task: dict[str, Any], now: float) -> None:
-        """EXECUTING_PENDING of a task that was not waiting: a failed attempt to be retried,
-        or a task submitted before telemetry started."""
+    def _requeued(
+        self, uid: str, task: dict[str, Any], now: float, snapshot: dict[str, Any] | None
+    ) -> None:
+        """EXECUTING_PENDING of a task that was not waiting: a failed attempt to be retried
+        (`snapshot`: what it wrote to the task, taken when it was logged), or a task submitted
+        before telemetry started."""
         failed = self._running.pop(uid, None)
         if failed is not None:
             self._retried[uid] = failed[_ATTEMPT]
-            self._end_attempt(uid, failed, now, RETRIED, _snapshot(task))
+            self._end_attempt(uid, failed, now, RETRIED, snapshot or _snapshot(task))
         else:
-            self._first_seen(uid, task, self._backend(task))
+            self._first_seen(uid, task, self._backend(task), now)
 
-    def _not_queued(self, uid: str, task: dict[str, Any], backend: _Backend) -> None:
+    def _not_queued(self, uid: str, task: dict[str, Any], backend: _Backend, now: float) -> None:
         """EXECUTING of a task never seen queued: its backend skipped EXECUTING_PENDING, or
         it was submitted before telemetry started."""
         if uid in self._waiting:
             self._waiting.remove(uid)
         else:
-            self._first_seen(uid, task, backend)
+            self._first_seen(uid, task, backend, now)
 
-    def _never_started(self, uid: str, task: dict[str, Any]) -> _Backend:
+    def _never_started(self, uid: str, task: dict[str, Any], now: float) -> _Backend:
         """The backend of a task that ends without running (its dependencies failed, it was
         canceled, it failed to start); counted submitted if not seen before."""
         backend = self._backend(task)
         if uid in self._waiting:
             self._waiting.remove(uid)
         elif self._queued.pop(uid, None) is None:  # from NEW (canceled before scheduling)
-            self._first_seen(uid, task, backend)
+            self._first_seen(uid, task, backend, now)
         return backend
 
     def _end_attempt(
@@ -515,7 +588,7 @@ class TelemetryManager:
         lane = running[_LANE]
         heapq.heappush(backend.free, lane)
         started, queued = running[_STARTED], running[_QUEUED]
-        self.records.append(
+        self._records.append(
             (
                 uid,
                 backend.name,
@@ -537,7 +610,7 @@ class TelemetryManager:
         """The failure list (a FAILED task) and the final event (if wanted) of a task."""
         if state == FAILED:
             exception = task.get("exception")
-            self.failures.append(
+            self._failures.append(
                 {
                     "task_id": uid,
                     "backend": backend,
@@ -551,7 +624,7 @@ class TelemetryManager:
             return
         fields: dict[str, Any] = {"duration_seconds": run}
         if state == FAILED:
-            failure = self.failures[-1]
+            failure = self._failures[-1]
             fields["error_type"] = failure["error_type"]
             fields["attributes"] = {"reason": failure["reason"], "exit_code": failure["exit_code"]}
         elif task.get("exit_code") is not None:
@@ -566,7 +639,7 @@ class TelemetryManager:
             count = usage.get(f"{kind}_tokens")
             if isinstance(count, int) and count > 0:
                 key = (backend, kind)
-                self.tokens_by_backend[key] = self.tokens_by_backend.get(key, 0) + count
+                self._tokens[key] = self._tokens.get(key, 0) + count
 
     # -- publishing ---------------------------------------------------------------------------
     def _publish(
@@ -628,49 +701,54 @@ class TelemetryManager:
         self._checkpoint = open(target, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
         self.checkpoint_file = target
         self._eventful = True
+        self._follow()
 
     # -- background loops ---------------------------------------------------------------------
+    # -- periodic work (ticks of `Ticker`s: no timer on the event loop) ---------------------
     async def _poll_resources(self) -> None:
+        """One round of resource sampling: every backend's nodes, then this one. It also
+        catches up with the state log, which so holds at most one interval of changes."""
         assert self._sampler is not None
-        while True:
-            await asyncio.sleep(self.resource_poll_interval)
-            # The backends' rows first: of a node sampled twice (a worker on the client's
-            # host), the row kept names the backend that runs tasks there.
-            rows: list[dict[str, Any]] = []
-            for backend in self._backends():
-                rows.extend(await self._remote_rows(backend))
-            # psutil and NVML calls block (NVML for milliseconds per GPU): off the event loop.
-            rows.extend(await asyncio.to_thread(self._sampler.sample))
-            now = time.time()
-            seen: set[tuple[str, int | None]] = set()
-            for row in rows:
-                key = (row["node_id"], row.get("gpu_id"))
-                if key in seen:  # two workers (or the client and a worker) on one node
-                    continue
-                seen.add(key)
-                row["time"] = now
-                self.samples.append(row)
-                self.resource_latest[key] = row
-                totals = self.resource_totals.setdefault(key, {})
-                for field in (
-                    "disk_read_bytes",
-                    "disk_write_bytes",
-                    "net_sent_bytes",
-                    "net_recv_bytes",
-                ):
-                    if row.get(field) is not None:
-                        totals[field] = totals.get(field, 0.0) + row[field]
-                if self._eventful:
-                    fields = {k: v for k, v in row.items() if k in _RESOURCE_FIELDS}
-                    attributes = {"worker": row["worker"]} if "worker" in row else {}
-                    self._publish(
-                        ev.ResourceUpdate,
-                        None,
-                        row.get("backend"),
-                        now,
-                        attributes=attributes,
-                        **fields,
-                    )
+        self._catch_up()
+        # The backends' rows first: of a node sampled twice (a worker on the client's
+        # host), the row kept names the backend that runs tasks there.
+        rows: list[dict[str, Any]] = []
+        for backend in self._backends():
+            rows.extend(await self._remote_rows(backend))
+        # psutil and NVML calls block (NVML for milliseconds per GPU): off the event loop.
+        rows.extend(await asyncio.to_thread(self._sampler.sample))
+        if self._stopped:
+            return
+        now = time.time()
+        seen: set[tuple[str, int | None]] = set()
+        for row in rows:
+            key = (row["node_id"], row.get("gpu_id"))
+            if key in seen:  # two workers (or the client and a worker) on one node
+                continue
+            seen.add(key)
+            row["time"] = now
+            self.samples.append(row)
+            self.resource_latest[key] = row
+            totals = self.resource_totals.setdefault(key, {})
+            for field in (
+                "disk_read_bytes",
+                "disk_write_bytes",
+                "net_sent_bytes",
+                "net_recv_bytes",
+            ):
+                if row.get(field) is not None:
+                    totals[field] = totals.get(field, 0.0) + row[field]
+            if self._eventful:
+                fields = {k: v for k, v in row.items() if k in _RESOURCE_FIELDS}
+                attributes = {"worker": row["worker"]} if "worker" in row else {}
+                self._publish(
+                    ev.ResourceUpdate,
+                    None,
+                    row.get("backend"),
+                    now,
+                    attributes=attributes,
+                    **fields,
+                )
 
     def _backends(self) -> list[BaseExecutionBackend]:
         from rhapsody.session import Session
@@ -695,12 +773,6 @@ class TelemetryManager:
         for row in rows:
             row.setdefault("backend", backend.name)
         return rows
-
-    async def _flush_periodically(self) -> None:
-        interval = self.checkpoint_interval if self._checkpoint is not None else EXPORT_INTERVAL
-        while True:
-            await asyncio.sleep(interval)
-            self._flush(time.time())
 
     def _require(self) -> Otel:
         if self._otel is None:
@@ -744,6 +816,38 @@ def _span_record(record: tuple[Any, ...], span: Any, parent: str) -> dict[str, A
         line["span_id"] = f"0x{span.context.span_id:016x}"
         line["trace_id"] = f"0x{span.context.trace_id:032x}"
     return line
+
+
+def _state_log(
+    log: list[Any],
+) -> tuple[Callable[[dict[str, Any], str], None], Callable[[Any], None]]:
+    """The engine's callback, and how to say where it sends its entries: `task, state, time`
+    appended to the flat list `log` (the default, `None`), or passed as a tuple to a function
+    instead. Flat: three references per entry and no object the garbage collector tracks (a
+    tuple per entry made the collector walk the whole log again and again).
+
+    A task queued again after a failed attempt (EXECUTING_PENDING while it has an `attempt`,
+    which the engine writes only to tasks with retries) is logged with, in place of its state,
+    what that attempt wrote to the task (a dict), which the next attempt overwrites before the
+    log may be read."""
+    put: Callable[[tuple[Any, ...]], None] = log.extend
+    clock = time.time
+
+    def on_state(task: dict[str, Any], state: str) -> None:
+        if state == EXECUTING_PENDING and "attempt" in task:
+            put((task, _snapshot(task), clock()))
+        else:
+            put((task, state, clock()))
+
+    def send_to(target: Callable[[tuple[Any, ...]], None] | None) -> None:
+        nonlocal put
+        put = log.extend if target is None else target
+
+    return on_state, send_to
+
+
+def _drop(entry: tuple[Any, ...]) -> None:
+    """Where state changes go once telemetry is closed."""
 
 
 def _snapshot(task: dict[str, Any]) -> dict[str, Any]:

@@ -153,11 +153,13 @@ class Otel:
         self.flushed = 0  # attempts already turned into spans and histogram points
 
     # -- observable instruments (called by the SDK at collection, possibly on its thread) -------
+    # They read the manager's counters as they are (not its properties, which catch up with the
+    # engine's log and may run on the event loop only): up to date as of the last flush.
     def _counter_reader(self, index: int) -> Callable[[Any], Iterable[Any]]:
         def read(options: Any) -> list[Any]:
             return [
                 self._observation(counts[index], self.attrs(backend))
-                for backend, counts in list(self._manager.per_backend.items())
+                for backend, counts in list(self._manager._per_backend.items())
             ]
 
         return read
@@ -165,7 +167,7 @@ class Otel:
     def _read_tokens(self, options: Any) -> list[Any]:
         return [
             self._observation(count, {**self.attrs(backend), "token_type": kind})
-            for (backend, kind), count in list(self._manager.tokens_by_backend.items())
+            for (backend, kind), count in list(self._manager._tokens.items())
         ]
 
     def _resource_reader(self, field: str, total: bool) -> Callable[[Any], Iterable[Any]]:
