@@ -167,3 +167,33 @@ def test_a_ticker_skips_ticks_while_one_runs_and_outlives_one_that_raises(
 
 async def _ticker_with_interval(interval: float) -> None:
     Ticker(interval, lambda: None, "rhapsody-telemetry-test")
+
+
+def test_a_metrics_only_export_gets_histograms_and_spans_are_made_only_when_read() -> None:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+
+    async def go() -> TelemetryManager:
+        session = Session([ConcurrentExecutionBackend(name="local")])
+        manager = await session.start_telemetry(metric_readers=[reader])
+        await session.submit_tasks(
+            [{"uid": f"t{i}", "function": abs, "args": [-i]} for i in range(5)]
+        )
+        await session.wait_tasks()
+        await session.close()
+        return manager
+
+    manager = asyncio.run(go())
+    data = reader.get_metrics_data()
+    counts = {
+        metric.name: sum(getattr(p, "count", 0) for p in metric.data.data_points)
+        for rm in data.resource_metrics
+        for scope in rm.scope_metrics
+        for metric in scope.metrics
+    }
+    assert counts["task_duration_seconds"] == 5  # one point per attempt reached the reader
+    # No span exporter: the flushes made no spans (about 50-100 µs each in the SDK) ...
+    assert manager._otel is not None and manager._otel.spanned == 0
+    # ... and reading makes them all.
+    assert len([s for s in manager.read_traces() if s.name == "task"]) == 5

@@ -678,7 +678,8 @@ class TelemetryManager:
     def _flush(self, now: float) -> None:
         otel = self._otel
         assert otel is not None
-        spans = otel.flush(self.records)
+        # Spans only for those who take them away: span exporters, the checkpoint's span lines.
+        spans = otel.flush(self.records, spans=otel.exporting_spans or self._checkpoint is not None)
         if self._checkpoint is None:
             return
         # Spans of the records not yet written (those of `spans` and any flushed by a read).

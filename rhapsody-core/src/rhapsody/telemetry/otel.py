@@ -96,10 +96,16 @@ class Otel:
         #: True when something outside this process consumes spans or metrics: then `flush`
         #: runs periodically; otherwise only when they are read (read_traces, read_metrics).
         self.exporting = bool(processors or readers)
+        #: True when spans leave the process: only then are they made at every flush (a
+        #: metrics-only export, Prometheus, needs the histogram points, not the spans).
+        self.exporting_spans = bool(processors)
+        self.readers = bool(readers)  # metrics leave the process
         # Exit flushes only what leaves the process; in-memory providers are left to the
         # garbage collector (an exit hook would keep every session's records alive).
         self.buffer = SpanBuffer()
-        self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=self.exporting)
+        self.tracer_provider = TracerProvider(
+            resource=resource, shutdown_on_exit=self.exporting_spans
+        )
         # SpanBuffer has the SpanExporter interface without importing OpenTelemetry at import.
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(cast(Any, self.buffer)))
         for processor in processors:
@@ -107,7 +113,7 @@ class Otel:
         self.meter_provider = MeterProvider(
             resource=resource,
             metric_readers=[*readers, self.reader],
-            shutdown_on_exit=self.exporting,
+            shutdown_on_exit=self.readers,
         )
         tracer = self.tracer_provider.get_tracer("rhapsody")
         self.tracer = tracer
@@ -150,7 +156,8 @@ class Otel:
             description="Time from ready to run (dependencies DONE) until the attempt started",
         )
         self._attrs: dict[str, dict[str, str]] = {}
-        self.flushed = 0  # attempts already turned into spans and histogram points
+        self.measured = 0  # attempts already turned into histogram points
+        self.spanned = 0  # attempts already turned into spans
 
     # -- observable instruments (called by the SDK at collection, possibly on its thread) -------
     # They read the manager's counters as they are (not its properties, which catch up with the
@@ -193,20 +200,20 @@ class Otel:
         return found
 
     # -- batches ------------------------------------------------------------------------------
-    def flush(self, records: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Spans and histogram points for the attempts after the last flush; returns the
-        new spans (in the order of `records`)."""
-        new = records[self.flushed :]
-        self.flushed = len(records)
-        spans = []
-        for record in new:
+    def flush(self, records: Sequence[tuple[Any, ...]], *, spans: bool = True) -> list[Any]:
+        """Histogram points for the attempts after the last flush and, with `spans`, the spans
+        of those not made yet; returns the new spans (in the order of `records`)."""
+        for record in records[self.measured :]:
             attrs = self.attrs(record[at.BACKEND])
-            run = record[at.END] - record[at.START]
-            self.duration.record(run, attrs)
+            self.duration.record(record[at.END] - record[at.START], attrs)
             if record[at.WAIT] is not None:
                 self.queue_wait.record(record[at.WAIT], attrs)
-            spans.append(self._span(record))
-        return spans
+        self.measured = len(records)
+        if not spans:
+            return []
+        made = [self._span(record) for record in records[self.spanned :]]
+        self.spanned = len(records)
+        return made
 
     def _span(self, record: tuple[Any, ...]) -> Any:
         fields = at.as_dict(record)
@@ -254,12 +261,16 @@ class Otel:
         return snapshot
 
     def shutdown(self, now: float) -> None:
-        """End the session span; flush and stop the exporters. Without exporters the providers
-        stay usable, so that spans and metrics can still be read after the end."""
+        """End the session span; flush and stop the exporters. A provider without exporters
+        stays usable, so that spans (made when read) and metrics can be read after the end."""
         self.session_span.end(end_time=int(now * 1e9))
-        if not self.exporting:
-            return
-        for provider in (self.tracer_provider, self.meter_provider):
+        exporting: list[tuple[Any, bool]] = [
+            (self.tracer_provider, self.exporting_spans),
+            (self.meter_provider, self.readers),
+        ]
+        for provider, exports in exporting:
+            if not exports:
+                continue
             try:
                 provider.shutdown()
             except Exception:
@@ -314,11 +325,13 @@ def _prometheus_reader(host: str, port: int) -> tuple[Any, Any, str]:
             "prometheus_port needs opentelemetry-exporter-prometheus: "
             f"pip install 'rhapsody-core[telemetry]' ({exc})"
         ) from exc
+    # A private registry, so that two sessions of one process do not publish each other's series.
     registry = prometheus_client.CollectorRegistry()
-    reader = PrometheusMetricReader()
-    # The reader registers with the global registry; serve a private one so that two sessions
-    # of one process do not publish each other's series.
-    prometheus_client.REGISTRY.unregister(reader._collector)
-    registry.register(reader._collector)
+    try:
+        reader = PrometheusMetricReader(registry=registry)
+    except TypeError:  # older: it registers with the global registry (its shutdown then logs)
+        reader = PrometheusMetricReader()
+        prometheus_client.REGISTRY.unregister(reader._collector)
+        registry.register(reader._collector)
     server, _thread = prometheus_client.start_http_server(port, addr=host, registry=registry)
     return reader, server, f"{host}:{server.server_port}"
