@@ -166,14 +166,13 @@ async def test_timeout_kills_the_whole_process_tree(backend: Any, tmp_path: Path
         {
             "uid": "slow",
             "executable": "/bin/sh",
-            "timeout": 0.5,
+            "timeout": 2.0,  # the shell has written the pid well before, even on a loaded box
             "arguments": ["-c", f"sleep 30 & echo $! > {pidfile}; wait"],
         },
     )
-    assert isinstance(error, TaskExecutionError) and "timed out after 0.5 s" in str(error)
+    assert isinstance(error, TaskExecutionError) and "timed out after 2 s" in str(error)
     grandchild = int(pidfile.read_text())
-    await asyncio.sleep(0.1)
-    assert not alive(grandchild)
+    assert await dies(grandchild)
 
 
 async def test_background_child_does_not_hold_the_task(backend: Any, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import logging
 import os
 import shlex
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,47 @@ class ArgumentsResplit(_WrongContext):
     }
 
 
+class DirectoryNotUsed(_WrongContext):
+    # creates the directory, then starts the program where this process is
+    wrong = {
+        "working_directory": lambda task: os.makedirs(task.working_directory, exist_ok=True)
+    }
+
+
+class SecretInTheTask(TinyBackend):
+    """Returns the environment it ran with among the results (for debugging, say)."""
+
+    async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
+        outcome = await super()._execute(task, ctx)
+        if task.function is None:
+            outcome.extra = {"ran_with": ctx.environment(task)}
+        return outcome
+
+
+class FunctionsUnstoppable(TinyBackend):
+    """Lets a function call run to its end whatever the engine says (a cancel, a timeout)."""
+
+    async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
+        if task.function is None:
+            return await super()._execute(task, ctx)
+        call = asyncio.ensure_future(super()._execute(task, ctx))
+        while True:
+            try:
+                return await asyncio.shield(call)
+            except asyncio.CancelledError:
+                continue  # the mistake
+
+
+class FunctionRetriedInside(TinyBackend):
+    """Calls a function that raised once more itself, before the engine's own retries."""
+
+    async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
+        outcome = await super()._execute(task, ctx)
+        if task.function is not None and not outcome.ok:
+            outcome = await super()._execute(task, ctx)
+        return outcome
+
+
 class SecretLogged(TinyBackend):
     async def _execute(self, task: TaskDescription, ctx: ExecutionContext) -> Outcome:
         logging.getLogger("tiny").debug("running %s with %s", task.uid, task.secret_environment)
@@ -102,6 +144,11 @@ class _WrongOutcome(TinyBackend):
 class StdoutDropped(_WrongOutcome):
     def spoil(self, outcome: Outcome) -> Outcome:
         return attrs.evolve(outcome, stdout=None)
+
+
+class StderrDropped(_WrongOutcome):
+    def spoil(self, outcome: Outcome) -> Outcome:
+        return attrs.evolve(outcome, stderr=None)
 
 
 class StreamsMerged(_WrongOutcome):
@@ -198,6 +245,10 @@ CASES = [
      "the secret is in the logs"),
     ("directory not created", DirectoryNotCreated, "test_working_directory_is_created_and_used",
      "No such file or directory"),
+    ("directory not used", DirectoryNotUsed, "test_working_directory_is_created_and_used",
+     "it ran in"),
+    ("secret in the task", SecretInTheTask, "test_secret_environment_reaches_the_process_only",
+     "the secret is in task 'do.secret'"),
     ("shell ignored", ShellIgnored, "test_shell_runs_a_command_line",
      "cannot start 'echo one && echo two'"),
     ("arguments re-split", ArgumentsResplit, "test_arguments_reach_the_program_verbatim",
@@ -205,6 +256,8 @@ CASES = [
     ("stdout dropped", StdoutDropped, "test_stdout_and_stderr_are_captured_separately",
      "stdout: got None"),
     ("stdout dropped", StdoutDropped, "test_exit_code_fails_the_task", "stdout: got None"),
+    ("stderr dropped", StderrDropped, "test_stdout_and_stderr_are_captured_separately",
+     "stderr: got None"),
     ("streams merged", StreamsMerged, "test_stdout_and_stderr_are_captured_separately",
      "stdout: got 'out 0000000\\nout 0000001\\nout 0000002\\nerr 0000000"),
     ("output truncated", OutputTruncated, "test_large_output_is_kept_in_full",
@@ -217,6 +270,12 @@ CASES = [
      "processes of the stopped task still run"),
     ("process left after cancel", LeaderKilledOnly, "test_cancel_stops_the_process_tree",
      "processes of the stopped task still run"),
+    ("function timeout ignored", FunctionsUnstoppable, "test_function_timeout_fails_the_task",
+     "'do.func.timeout' did not fail: it ended DONE"),
+    ("function cancel ignored", FunctionsUnstoppable, "test_cancel_running_task",
+     "the cancelled task's state"),
+    ("function retried inside", FunctionRetriedInside, "test_function_retries_run_the_attempts",
+     "attempts of a function with retries=2 failing: got 6"),
     ("kwargs dropped", KwargsDropped, "test_function_receives_its_arguments",
      "[args, kwargs] the function saw: got [[1, 'two words', '', None, {'k': [1.5]}], {}]"),
     ("capacity exceeded", Oversubscribed, "test_running_tasks_fit_the_capacity",
@@ -249,8 +308,17 @@ class _MpiKit(_Kit):
     mpi_environment = OPEN_MPI
 
 
+class _FunctionKit(_Kit):
+    runs_executables = False  # the kinds ("long", ...) are functions
+    wait_timeout = 30.0  # longer than the "long" kind (10 s) that a broken backend runs out
+
+
 # The kit a check runs in (the MPI check, only for backends that say they run MPI tasks).
-KITS = {"test_ranks_run_as_one_mpi_program": _MpiKit}
+KITS = {
+    "test_ranks_run_as_one_mpi_program": _MpiKit,
+    "test_cancel_running_task": _FunctionKit,
+    "test_function_timeout_fails_the_task": _FunctionKit,
+}
 
 
 @pytest.mark.parametrize(
@@ -286,3 +354,44 @@ async def test_the_example_backend_passes_the_same_check(check: str, tmp_path: P
         await method(backend, **kwargs)
     finally:
         await backend.shutdown()
+
+
+SKIPPING_KIT = '''
+from rhapsody.backends.execution import ConcurrentExecutionBackend
+from rhapsody.testing import BackendConformance
+
+
+class TestServicesAndFunctionsOff(BackendConformance):
+    runs_services = False
+    runs_functions = False
+
+    def make_backend(self):
+        return ConcurrentExecutionBackend()
+'''
+
+
+def test_each_skip_names_the_check_and_why(tmp_path: Path) -> None:
+    """A backend that cannot run a kind says so; pytest's summary lists each check it skips."""
+    (tmp_path / "test_skipping_kit.py").write_text(SKIPPING_KIT)
+    checks = [
+        "test_service_serves_its_dependents_until_stopped",
+        "test_function_timeout_fails_the_task",
+    ]
+    pytest_ = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"]
+    run = subprocess.run(
+        [*pytest_, "-k", " or ".join(checks), "test_skipping_kit.py"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    summary = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert len(summary) == 2, run.stdout[-3000:]
+    assert any(
+        f"{checks[0]}: TestServicesAndFunctionsOff runs no services (runs_services = False)"
+        in line for line in summary
+    ), summary
+    assert any(
+        f"{checks[1]}: TestServicesAndFunctionsOff runs no functions (runs_functions = False)"
+        in line for line in summary
+    ), summary

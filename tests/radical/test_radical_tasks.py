@@ -64,6 +64,7 @@ async def test_arguments_and_environment_reach_the_program_verbatim(
     assert result is task and task["state"] == DONE, task.get("stderr")
     assert task["stdout"].splitlines() == [repr(tricky), value, str(workdir)]
     assert task["exit_code"] == 0
+    assert isinstance(task["node"], str) and task["node"]  # where RADICAL-Pilot placed it
 
 
 async def test_shell_task_and_full_output(radical_backend: RadicalExecutionBackend) -> None:
@@ -270,6 +271,7 @@ async def test_function_exception_output_and_placement(
     assert chatty["return_value"] == "said"
     assert chatty["stdout"] == "to stdout\n" and chatty["stderr"] == "to stderr\n"
     assert placed["return_value"] == (str(tmp_path), "set")
+    assert isinstance(placed["node"], str) and placed["node"]
 
 
 async def test_function_dependencies_mix_with_executables(

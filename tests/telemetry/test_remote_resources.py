@@ -71,3 +71,27 @@ def test_dask_workers_report_their_nodes() -> None:
     assert from_workers, "no resource sample from the dask workers arrived"
     assert from_workers[0].attributes["worker"].startswith("tcp://127.0.0.1:")
     assert from_workers[0].cpu_percent is not None
+
+
+def test_dask_task_spans_name_the_worker_node_not_the_client() -> None:
+    from rhapsody_dask.backend import DaskExecutionBackend
+
+    async def go() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        backend = DaskExecutionBackend(n_workers=1, threads_per_worker=1)
+        session = Session([backend])
+        # The client's node named otherwise: a span naming this host got it from the worker.
+        manager = await session.start_telemetry(node_id="the-client")
+        tasks = [
+            {"uid": "e", "executable": "/bin/true"},
+            {"uid": "f", "function": abs, "args": [-1]},
+        ]
+        await asyncio.gather(*await session.submit_tasks(tasks))
+        await session.close()
+        return tasks, manager.task_spans()
+
+    tasks, spans = asyncio.run(go())
+    assert [task["node"] for task in tasks] == [socket.gethostname()] * 2
+    assert sorted((s["task_id"], s["node"]) for s in spans) == [
+        ("e", socket.gethostname()),
+        ("f", socket.gethostname()),
+    ]

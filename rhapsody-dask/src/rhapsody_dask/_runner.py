@@ -24,6 +24,7 @@ import pickle
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -57,6 +58,7 @@ OUTPUT = "output"
 ADDRESS = "address"
 _LOG_POLL = 0.1  # seconds between two looks at a service's output files
 _LINE_LIMIT = 64 * 1024  # an unterminated line is kept up to this many bytes, as the engine does
+_NODE = socket.gethostname()
 
 
 @attrs.frozen
@@ -80,6 +82,8 @@ def run(job: Job) -> bytes:
     if task.service is not None:
         task = _located(task, key, job.topic, worker)
     outcome = _call(task, key) if task.function is not None else _spawn(job, task, key, worker)
+    # Where it ran (telemetry's spans), named as rhapsody.telemetry's samples of this node are.
+    outcome = attrs.evolve(outcome, extra={**(outcome.extra or {}), "node": _NODE})
     payload = _pickled(outcome)
     if len(payload) <= INLINE_LIMIT:
         # Saves the backend a round trip to fetch the result, which costs more than the task.

@@ -509,8 +509,9 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             outcome = translate.function_outcome(task, result)
         else:
             outcome = translate.executable_outcome(task, result)
-        if result.get("sandbox"):
-            outcome.extra = {"radical_sandbox": result["sandbox"]}
+        # Where it ran: the pilot sandbox's task directory, and its node (telemetry's spans).
+        extra = {"radical_sandbox": result.get("sandbox"), "node": result.get("node")}
+        outcome.extra = {key: value for key, value in extra.items() if value} or None
         self._resolve(uid, outcome, result)
 
     def _on_pilot_final(self, state: str, diagnostics: str) -> None:

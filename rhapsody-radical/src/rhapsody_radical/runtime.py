@@ -271,6 +271,7 @@ class Runtime:
             result = {name: getattr(task, name, None) for name in _RESULT_FIELDS}
             result["state"] = state
             result["sandbox"] = _local_path(task.sandbox)
+            result["node"] = _node_name(task)
         self._on_task(task.uid, state, result)
 
     def _pilot_cb(self, pilot: Any, state: str) -> None:
@@ -318,6 +319,16 @@ def check_resource(label: str) -> None:
     else:
         known = "sites " + ", ".join(sorted(configs))
     raise StartError(f"unknown RADICAL-Pilot resource {label!r}; known: {known}")
+
+
+def _node_name(task: Any) -> str | None:
+    """The node the task (its first rank) ran on, from the slots RADICAL-Pilot gave it; None
+    when it has none (it never ran)."""
+    try:
+        slots = task.slots
+        return str(slots[0]["node_name"]) if slots else None
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return None
 
 
 def _local_path(url: Any) -> str | None:

@@ -307,7 +307,8 @@ class BackendConformance:
         assert await backend.cancel_task("cancel.running") is True
         with anyio.fail_after(self.wait_timeout):
             await asyncio.wait(list(futures))
-        assert futures[0].cancelled() and task["state"] == "CANCELED"
+        _same(task.get("state"), "CANCELED", "the cancelled task's state")
+        assert futures[0].cancelled(), f"the cancelled task's future: {futures[0]}"
 
     @pytest.mark.anyio
     async def test_finished_task_dict_is_picklable(self, backend: BaseExecutionBackend) -> None:
@@ -476,7 +477,8 @@ class BackendConformance:
     ) -> None:
         pids = tmp_path / "pids"
         tree = {"executable": "/bin/sh", "arguments": ["-c", _TREE, "sh", str(pids)]}
-        futures = await backend.submit_tasks([self._executable("do.cancel", tree)])
+        task = self._executable("do.cancel", tree)
+        futures = await backend.submit_tasks([task])
         with anyio.fail_after(self.wait_timeout):
             while len(_pids(pids)) < 2:  # noqa: ASYNC110 - the task's own file
                 await asyncio.sleep(0.02)
@@ -484,6 +486,7 @@ class BackendConformance:
         with anyio.fail_after(self.wait_timeout):
             await asyncio.wait(list(futures))
         assert futures[0].cancelled(), futures[0]
+        _same(task.get("state"), "CANCELED", "the cancelled task's state")
         await self._assert_tree_gone(pids)
 
     @pytest.mark.anyio
@@ -588,6 +591,44 @@ class BackendConformance:
         )
         _same(_read(str(second)).count("x"), 2, "attempts of a task succeeding at its second")
         _same(_read(str(never)).count("x"), 3, "attempts of a task with retries=2 failing")
+
+    @pytest.mark.anyio
+    async def test_function_timeout_fails_the_task(self, backend: BaseExecutionBackend) -> None:
+        if not self.runs_functions:
+            _skip(f"{type(self).__name__} runs no functions (runs_functions = False)")
+        task = {"uid": "do.func.timeout", "function": probes.nap, "args": [_LONG], "timeout": 1.0}
+        error = await self._failed(backend, task)
+        assert "timed out" in str(error), str(error)
+
+    @pytest.mark.anyio
+    async def test_function_retries_run_the_attempts(
+        self, backend: BaseExecutionBackend, tmp_path: Path
+    ) -> None:
+        if not self.runs_functions:
+            _skip(f"{type(self).__name__} runs no functions (runs_functions = False)")
+        second, never = tmp_path / "second", tmp_path / "never"
+        tasks = [  # succeeds at its second attempt; fails all three
+            {
+                "uid": "do.func.retry.ok",
+                "function": probes.count_then_succeed,
+                "args": [str(second), 2],
+                "retries": 3,
+            },
+            {
+                "uid": "do.func.retry.fail",
+                "function": probes.count_then_succeed,
+                "args": [str(never), 99],
+                "retries": 2,
+            },
+        ]
+        ok, failed = await self._run(backend, tasks)
+        assert tasks[0]["state"] == DONE, f"retries=3 did not reach the second attempt: {ok}"
+        _same(tasks[0].get("return_value"), 2, "the return value of its second attempt")
+        assert isinstance(failed, TaskExecutionError), (
+            f"a function failing every attempt did not fail: it ended {tasks[1].get('state')}"
+        )
+        _same(_read(str(second)).count("x"), 2, "attempts of a function succeeding at its second")
+        _same(_read(str(never)).count("x"), 3, "attempts of a function with retries=2 failing")
 
     @pytest.mark.anyio
     async def test_function_receives_its_arguments(self, backend: BaseExecutionBackend) -> None:

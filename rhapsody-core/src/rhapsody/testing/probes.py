@@ -147,3 +147,14 @@ def timed_nap(seconds: float) -> tuple[float, float]:
 
 def echo(*args: Any, **kwargs: Any) -> list[Any]:
     return [list(args), kwargs]
+
+
+def count_then_succeed(path: str, succeed_at: int) -> int:
+    """Adds a line to `path` (one per attempt); fails until it holds `succeed_at` lines."""
+    with open(path, "a", encoding="utf-8") as file:
+        file.write("x\n")
+    with open(path, encoding="utf-8") as file:
+        count = len(file.readlines())
+    if count < succeed_at:
+        raise RuntimeError(f"conformance: attempt {count} fails")
+    return count
