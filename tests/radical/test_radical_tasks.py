@@ -271,7 +271,7 @@ async def test_function_exception_output_and_placement(
     assert chatty["return_value"] == "said"
     assert chatty["stdout"] == "to stdout\n" and chatty["stderr"] == "to stderr\n"
     assert placed["return_value"] == (str(tmp_path), "set")
-    assert isinstance(placed["node"], str) and placed["node"]
+    assert "node" not in placed  # RADICAL-Pilot gives raptor's calls no slots: nowhere to say
 
 
 async def test_function_dependencies_mix_with_executables(

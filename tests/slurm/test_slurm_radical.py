@@ -363,7 +363,7 @@ async def test_a_pilot_submitted_through_sbatch_runs_tasks_on_every_node(
     assert sorted(task["stdout"].split()[0] for task in met) == sorted(NODES * 2)
     # The node each says it ran on (its SLURMD_NODENAME) is the one the backend reports.
     assert [task["node"] for task in met] == [task["stdout"].split()[0] for task in met]
-    assert ranks["node"] in NODES and {task["node"] for task in functions} <= set(NODES)
+    assert ranks["node"] in NODES
     assert {task["stdout"].split()[1] for task in met} == {"6"}  # all six met
     assert json.loads(ranks["stdout"]) == {"size": 3, "nodes": list(NODES)}
     assert {task["return_value"] for task in functions} <= set(NODES)
