@@ -459,11 +459,13 @@ class TelemetryManager:
                             node_id=self.node_id,
                             attributes=attributes,
                         )
-                elif state == EXECUTING_PENDING:
+                # A dict in place of the state: queued again after a failed attempt, with what
+                # that attempt wrote to the task (`_state_log`).
+                elif state == EXECUTING_PENDING or type(state) is dict:
                     if uid in waiting:
                         waiting.remove(uid)
                     else:
-                        self._requeued(uid, task, now, None)
+                        self._requeued(uid, task, now, state if type(state) is dict else None)
                     queued[uid] = now
                     if self._eventful:
                         attributes = {"attempt": retried.get(uid, 0) + 1}
@@ -475,13 +477,6 @@ class TelemetryManager:
                     waiting.add(uid)
                     if self._eventful:
                         self._announce(uid, task, backend.name, now)
-                elif type(state) is dict:  # queued again after a failed attempt: its snapshot
-                    self._requeued(uid, task, now, state)
-                    queued[uid] = now
-                    if self._eventful:
-                        attributes = {"attempt": retried.get(uid, 0) + 1}
-                        name = self._backend(task).name
-                        self._publish(ev.TaskQueued, uid, name, now, attributes=attributes)
                 else:
                     final = _FINAL.get(state)
                     if final is None:
