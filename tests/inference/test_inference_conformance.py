@@ -85,4 +85,6 @@ class TestInferenceConformance(BackendConformance):
                     "endpoint": _SERVER.get("url"), "secret_environment": secret}
         if kind == "fail":
             return {**common, "prompt": "Hi", "endpoint": "http://127.0.0.1:9"}
+        if kind == "ai":  # where the kit's AI-task check sends its tasks
+            return {"endpoint": _SERVER.get("url"), "secret_environment": secret}
         return None

@@ -631,6 +631,48 @@ class BackendConformance:
         _same(_read(str(never)).count("x"), 3, "attempts of a function with retries=2 failing")
 
     @pytest.mark.anyio
+    async def test_ai_task_fields_come_back(self, backend: BaseExecutionBackend) -> None:
+        """With `make_task("ai")`: where and how this backend's AI tasks reach a model (its
+        `endpoint` or `service`, `model`, the key in `secret_environment`)."""
+        base = self.make_task("ai")
+        if base is None:
+            _skip(f"{type(self).__name__}.make_task('ai') is None: it runs no AI tasks")
+        asked = {"temperature": 0, "max_tokens": 8, "seed": 1}
+        tasks = [
+            {**base, **asked, "uid": "do.ai.prompt", "prompt": "Say hello."},
+            {**base, **asked, "uid": "do.ai.batch", "prompt": ["Say hello.", "Say goodbye."]},
+            {
+                **base,
+                **asked,
+                "uid": "do.ai.chat",
+                "messages": [{"role": "user", "content": "Say hello."}],
+            },
+        ]
+        with _captured_logs() as logs:
+            results = await self._run(backend, tasks)
+        for task, result in zip(tasks, results, strict=True):
+            assert task.get("state") == DONE, f"AI task {task['uid']!r}: {result!r:.300}"
+            usage = task.get("usage") or {}
+            for count in ("prompt_tokens", "completion_tokens"):
+                assert isinstance(usage.get(count), int) and usage[count] > 0, (
+                    f"{task['uid']!r}: usage[{count!r}] is {usage.get(count)!r}"
+                )
+        prompt, batch, chat = (task.get("response") for task in tasks)
+        assert isinstance(prompt, str) and prompt.strip(), f"a prompt's response: {prompt!r}"
+        assert isinstance(chat, str) and chat.strip(), f"a chat's response: {chat!r}"
+        assert isinstance(batch, list) and len(batch) == 2, f"two prompts' responses: {batch!r}"
+        assert all(isinstance(text, str) and text.strip() for text in batch), batch
+        # Each of the two prompts was answered within the task's max_tokens, the sum counted.
+        assert tasks[1]["usage"]["completion_tokens"] <= 2 * asked["max_tokens"], tasks[1]
+        for secret in (base.get("secret_environment") or {}).values():
+            if not secret:
+                continue
+            for task in tasks:
+                rest = {k: v for k, v in task.items() if k != "secret_environment"}
+                assert secret not in repr(rest), f"the API key is in task {task['uid']!r}"
+            assert not [line for line in logs if secret in line], "the API key is in the logs"
+
+    @pytest.mark.anyio
     async def test_function_receives_its_arguments(self, backend: BaseExecutionBackend) -> None:
         if not self.runs_functions:
             _skip(f"{type(self).__name__} runs no functions (runs_functions = False)")
