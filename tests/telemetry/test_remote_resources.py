@@ -7,6 +7,7 @@ import asyncio
 import socket
 from typing import Any
 
+import anyio
 import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="needs rhapsody-core[telemetry]")
@@ -76,7 +77,7 @@ def test_dask_workers_report_their_nodes() -> None:
 def test_dask_task_spans_name_the_worker_node_not_the_client() -> None:
     from rhapsody_dask.backend import DaskExecutionBackend
 
-    async def go() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    async def go() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         backend = DaskExecutionBackend(n_workers=1, threads_per_worker=1)
         session = Session([backend])
         # The client's node named otherwise: a span naming this host got it from the worker.
@@ -84,14 +85,19 @@ def test_dask_task_spans_name_the_worker_node_not_the_client() -> None:
         tasks = [
             {"uid": "e", "executable": "/bin/true"},
             {"uid": "f", "function": abs, "args": [-1]},
+            {"uid": "s", "executable": "/bin/sleep", "arguments": ["3"]},
         ]
-        await asyncio.gather(*await session.submit_tasks(tasks))
+        futures = await session.submit_tasks(tasks)
+        with anyio.fail_after(60):
+            while tasks[2].get("state") != "EXECUTING":  # noqa: ASYNC110 - the engine's dict
+                await asyncio.sleep(0.01)
+        running = manager.running_attempts()  # the dashboard's open bars: known at the start
+        await asyncio.gather(*futures)
         await session.close()
-        return tasks, manager.task_spans()
+        return tasks, manager.task_spans(), running
 
-    tasks, spans = asyncio.run(go())
-    assert [task["node"] for task in tasks] == [socket.gethostname()] * 2
-    assert sorted((s["task_id"], s["node"]) for s in spans) == [
-        ("e", socket.gethostname()),
-        ("f", socket.gethostname()),
-    ]
+    tasks, spans, running = asyncio.run(go())
+    here = socket.gethostname()
+    assert [task["node"] for task in tasks] == [here] * 3
+    assert sorted((s["task_id"], s["node"]) for s in spans) == [(u, here) for u in "efs"]
+    assert [(r["task_id"], r["node_id"]) for r in running] == [("s", here)]

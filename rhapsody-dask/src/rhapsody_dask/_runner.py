@@ -44,9 +44,9 @@ from rhapsody.services.supervisor import locate
 from rhapsody.task import TaskDescription
 from rhapsody_dask import _orphans, _quiet
 
-# What the runner tells the backend, on the backend's event topic: (STARTED, key) when the task
-# starts, (FINISHED, key, pickled outcome) when it ends with an outcome small enough to travel
-# that way; a larger one is fetched as the task's result.
+# What the runner tells the backend, on the backend's event topic: (STARTED, key, node) when the
+# task starts (node: this worker's host name), (FINISHED, key, pickled outcome) when it ends
+# with an outcome small enough to travel that way; a larger one is fetched as the task's result.
 STARTED = "started"
 FINISHED = "finished"
 INLINE_LIMIT = 16 * 1024  # the scheduler keeps a topic's last 1000 events: bound them
@@ -58,7 +58,7 @@ OUTPUT = "output"
 ADDRESS = "address"
 _LOG_POLL = 0.1  # seconds between two looks at a service's output files
 _LINE_LIMIT = 64 * 1024  # an unterminated line is kept up to this many bytes, as the engine does
-_NODE = socket.gethostname()
+_NODE = socket.gethostname()  # where tasks run, named as rhapsody.telemetry's samples name it
 
 
 @attrs.frozen
@@ -77,12 +77,12 @@ def run(job: Job) -> bytes:
     """Run one attempt; returns its pickled `Outcome` (task failures are returned, not raised)."""
     worker = get_worker()
     key = str(worker.get_current_task())
-    worker.log_event(job.topic, (STARTED, key))
+    worker.log_event(job.topic, (STARTED, key, _NODE))
     task = job.task
     if task.service is not None:
         task = _located(task, key, job.topic, worker)
     outcome = _call(task, key) if task.function is not None else _spawn(job, task, key, worker)
-    # Where it ran (telemetry's spans), named as rhapsody.telemetry's samples of this node are.
+    # Said at the start too; here again for an outcome that arrives before its STARTED event.
     outcome = attrs.evolve(outcome, extra={**(outcome.extra or {}), "node": _NODE})
     payload = _pickled(outcome)
     if len(payload) <= INLINE_LIMIT:

@@ -527,7 +527,7 @@ class DaskExecutionBackend(BaseExecutionBackend):
         if ctx is None:
             return
         if kind == _runner.STARTED:
-            ctx.started()
+            ctx.started(node=message[2])
         elif kind == _runner.FINISHED:
             self._finished[key] = message[2]
         elif kind == _runner.OUTPUT:

@@ -118,9 +118,12 @@ class ExecutionContext:
         alloc: Allocation | None = self._node.alloc
         return alloc.gpu_ids if alloc is not None else ()
 
-    def started(self) -> None:
+    def started(self, node: str | None = None) -> None:
         """Report that the task really started (moves it to EXECUTING, once its dependencies
-        are DONE). Loop thread only."""
+        are DONE), and where, when the backend knows: `node` (a host or node name) is
+        written to the task's `node`. Loop thread only."""
+        if node is not None:
+            self._node.task["node"] = node
         self._backend._mark_running(self._node)
 
     def submitted(self, ref: object) -> None:

@@ -77,8 +77,9 @@ class _Backend:
         self.lanes = 0  # lanes made so far
 
 
-# A running attempt (TelemetryManager._running): a tuple indexed by these.
-_BACKEND, _STARTED, _LANE, _ATTEMPT, _QUEUED = range(5)
+# A running attempt (TelemetryManager._running): a tuple indexed by these (_WHERE: the node
+# its backend said it started on, or None).
+_BACKEND, _STARTED, _LANE, _ATTEMPT, _QUEUED, _WHERE = range(6)
 
 
 class TelemetryManager:
@@ -404,7 +405,7 @@ class TelemetryManager:
             {
                 "task_id": uid,
                 "backend": r[_BACKEND].name,
-                "node_id": self.node_id,
+                "node_id": r[_WHERE] or self.node_id,
                 "slot": r[_LANE],
                 "attempt": r[_ATTEMPT],
                 "start": r[_STARTED],
@@ -445,7 +446,7 @@ class TelemetryManager:
                         lane = backend.lanes
                         backend.lanes = lane + 1
                     attempt = retried.get(uid, 0) + 1 if retried else 1
-                    running[uid] = (backend, now, lane, attempt, since)
+                    running[uid] = (backend, now, lane, attempt, since, task.get("node"))
                     counters = backend.counters
                     counters[at.STARTED] += 1
                     counters[at.RUNNING] += 1
@@ -456,7 +457,7 @@ class TelemetryManager:
                             uid,
                             backend.name,
                             now,
-                            node_id=self.node_id,
+                            node_id=task.get("node") or self.node_id,
                             attributes=attributes,
                         )
                 # A dict in place of the state: queued again after a failed attempt, with what
@@ -588,7 +589,7 @@ class TelemetryManager:
                 uid,
                 backend.name,
                 # Where it ran: the client's host, unless the backend wrote the task's node.
-                (task.get("node") if task else None) or self.node_id,
+                (task.get("node") if task else None) or running[_WHERE] or self.node_id,
                 lane,
                 running[_ATTEMPT],
                 started,
