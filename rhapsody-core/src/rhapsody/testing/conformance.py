@@ -126,6 +126,10 @@ class BackendConformance:
         with anyio.fail_after(self.wait_timeout):
             return await asyncio.gather(*futures, return_exceptions=True)
 
+    def _require_functions(self) -> None:
+        if not self.runs_functions:
+            _skip(f"{type(self).__name__} runs no functions (runs_functions = False)")
+
     def _task(self, kind: str, uid: str, **extra: Any) -> dict[str, Any]:
         task = self.make_task(kind)
         if task is None:
@@ -584,18 +588,11 @@ class BackendConformance:
                 retries=2,
             ),
         ]
-        ok, failed = await self._run(backend, tasks)
-        assert tasks[0]["state"] == DONE, f"retries=3 did not reach the second attempt: {ok}"
-        assert isinstance(failed, TaskExecutionError), (
-            f"a task failing every attempt did not fail: it ended {tasks[1].get('state')}"
-        )
-        _same(_read(str(second)).count("x"), 2, "attempts of a task succeeding at its second")
-        _same(_read(str(never)).count("x"), 3, "attempts of a task with retries=2 failing")
+        await self._assert_retried(backend, tasks, second, never, "task")
 
     @pytest.mark.anyio
     async def test_function_timeout_fails_the_task(self, backend: BaseExecutionBackend) -> None:
-        if not self.runs_functions:
-            _skip(f"{type(self).__name__} runs no functions (runs_functions = False)")
+        self._require_functions()
         task = {"uid": "do.func.timeout", "function": probes.nap, "args": [_LONG], "timeout": 1.0}
         error = await self._failed(backend, task)
         assert "timed out" in str(error), str(error)
@@ -604,8 +601,7 @@ class BackendConformance:
     async def test_function_retries_run_the_attempts(
         self, backend: BaseExecutionBackend, tmp_path: Path
     ) -> None:
-        if not self.runs_functions:
-            _skip(f"{type(self).__name__} runs no functions (runs_functions = False)")
+        self._require_functions()
         second, never = tmp_path / "second", tmp_path / "never"
         tasks = [  # succeeds at its second attempt; fails all three
             {
@@ -621,14 +617,27 @@ class BackendConformance:
                 "retries": 2,
             },
         ]
+        await self._assert_retried(backend, tasks, second, never, "function")
+        _same(tasks[0].get("return_value"), 2, "the return value of its second attempt")
+
+    async def _assert_retried(
+        self,
+        backend: BaseExecutionBackend,
+        tasks: list[dict[str, Any]],
+        second: Path,
+        never: Path,
+        kind: str,
+    ) -> None:
+        """Run the retries checks' two tasks: one (retries=3) that adds a line to `second` per
+        attempt and succeeds at its second, one (retries=2) that adds to `never` and always
+        fails."""
         ok, failed = await self._run(backend, tasks)
         assert tasks[0]["state"] == DONE, f"retries=3 did not reach the second attempt: {ok}"
-        _same(tasks[0].get("return_value"), 2, "the return value of its second attempt")
         assert isinstance(failed, TaskExecutionError), (
-            f"a function failing every attempt did not fail: it ended {tasks[1].get('state')}"
+            f"a {kind} failing every attempt did not fail: it ended {tasks[1].get('state')}"
         )
-        _same(_read(str(second)).count("x"), 2, "attempts of a function succeeding at its second")
-        _same(_read(str(never)).count("x"), 3, "attempts of a function with retries=2 failing")
+        _same(_read(str(second)).count("x"), 2, f"attempts of a {kind} succeeding at its second")
+        _same(_read(str(never)).count("x"), 3, f"attempts of a {kind} with retries=2 failing")
 
     @pytest.mark.anyio
     async def test_ai_task_fields_come_back(self, backend: BaseExecutionBackend) -> None:
@@ -674,8 +683,7 @@ class BackendConformance:
 
     @pytest.mark.anyio
     async def test_function_receives_its_arguments(self, backend: BaseExecutionBackend) -> None:
-        if not self.runs_functions:
-            _skip(f"{type(self).__name__} runs no functions (runs_functions = False)")
+        self._require_functions()
         args = [1, "two words", "", None, {"k": [1.5]}]
         kwargs = {"x": "ü", "empty": ""}
         task = {"uid": "do.func", "function": probes.echo, "args": args, "kwargs": kwargs}
