@@ -9,6 +9,7 @@ pytest.importorskip(
 )
 
 import asyncio
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -333,3 +334,18 @@ async def test_function_timeout_stops_the_call_and_frees_its_core(
     with anyio.fail_after(WAIT):
         done = await asyncio.gather(*futures)
     assert [t["return_value"] for t in done] == pids
+
+
+async def test_a_local_pilot_gets_no_sampling_step(
+    radical_backend: RadicalExecutionBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its node is the client's, which telemetry samples itself; a SLURM pilot's nodes are
+    # sampled by a step in its job (tests/slurm/test_slurm_radical.py). Said once.
+    with caplog.at_level(logging.INFO, logger="rhapsody.radical_pilot"):
+        assert await radical_backend.sample_resources() == []
+        assert await radical_backend.sample_resources() == []
+    said = [r.getMessage() for r in caplog.records if "resource samples" in r.getMessage()]
+    assert said == [
+        f"{radical_backend.name}: no resource samples of the pilot's nodes: "
+        "the pilot is not a SLURM job whose sandbox this host can read"
+    ]

@@ -524,3 +524,68 @@ async def test_a_service_on_the_pilot_gets_its_port_on_its_node_and_serves_pilot
         assert ready["state"] == "CANCELED", ready
         assert not list(work.glob("*.address"))  # removed with its attempt
     assert not [p.pid for p in session_processes(sid)]
+
+
+@pytest.mark.slurm
+async def test_telemetry_samples_each_node_of_the_pilot_without_taking_a_core(
+    slurm: Cluster, rp_env: dict[str, str], tmp_path: Path
+) -> None:
+    # One `srun --overlap` step of the pilot's job samples every node (node_sampling): their
+    # rows reach telemetry beside the client's, and three whole-node tasks still run at once.
+    from rhapsody.session import Session
+    from rhapsody.telemetry import ResourceUpdate
+
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    whole_node = MEETING.replace("-lt 6", f"-lt {len(NODES)}")
+    tasks = [
+        {
+            "executable": "/bin/sh",
+            "arguments": ["-c", whole_node, str(meeting)],
+            "cores_per_rank": CPUS_PER_NODE,
+        }
+        for _ in NODES
+    ]
+    work = tmp_path / "work"
+    updates: list[ResourceUpdate] = []
+    # srun launches: each task is a SLURM step of the job, beside the sampling step
+    srun = {"launch_method": "srun", "work_dir": work}
+    async with started(slurm, platform=VSLURM, nodes=len(NODES), **srun) as backend:
+        sid = backend.session.uid
+        session = Session([backend])
+        manager = await session.start_telemetry(resource_poll_interval=0.5, node_id="the-client")
+        manager.subscribe(lambda e: updates.append(e) if isinstance(e, ResourceUpdate) else None)
+        await until(
+            lambda: {u.node_id for u in updates if u.backend == backend.name} >= set(NODES),
+            "a sample of every node of the pilot",
+        )
+        samplers = [p.pid for p in psutil.process_iter() if _is_node_sampler(p)]
+        futures = await session.submit_tasks(tasks)
+        with anyio.fail_after(WAIT):
+            met = await asyncio.gather(*futures)
+        await session.close()
+    assert len(samplers) == len(NODES)  # one per node (all on this host here)
+    for node in NODES:
+        rows = [u for u in updates if u.node_id == node and u.gpu_id is None]
+        assert rows and all(u.backend == backend.name for u in rows)
+        assert all(0 <= (u.cpu_percent or 0) <= 100 for u in rows)
+        assert all(0 < (u.memory_percent or 0) <= 100 for u in rows)
+        for field in ("disk_read_bytes", "disk_write_bytes", "net_sent_bytes", "net_recv_bytes"):
+            assert all(getattr(u, field) is not None and getattr(u, field) >= 0 for u in rows)
+    assert any(u.node_id == "the-client" for u in updates)  # and the client's own node
+    assert sorted(task["stdout"].split()[0] for task in met) == sorted(NODES)
+    assert {task["stdout"].split()[1] for task in met} == {str(len(NODES))}  # all at once
+    assert not [p.pid for p in psutil.process_iter() if "node_sampler" in str(_cmdline(p))]
+    assert not [p.pid for p in session_processes(sid)]
+    assert not list(work.glob("node-samples.*"))
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    with contextlib.suppress(psutil.Error):
+        return proc.cmdline()
+    return []
+
+
+def _is_node_sampler(proc: psutil.Process) -> bool:
+    """A sampler process (not srun, whose command line names it too)."""
+    return _cmdline(proc)[1:3] == ["-m", "rhapsody.telemetry.node_sampler"]

@@ -41,6 +41,7 @@ from rhapsody.services.spec import HOST_PLACEHOLDER, PORT_PLACEHOLDER
 from rhapsody.states import FINAL_STATES, StateMapper
 from rhapsody.task import TaskDescription
 from rhapsody_radical import _call, config, processes, translate
+from rhapsody_radical.node_sampling import PilotSampler
 from rhapsody_radical.runtime import RPThread, Runtime, StartError
 from rhapsody_radical.states import AGENT_EXECUTING, TASK_STATES
 
@@ -223,6 +224,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         self._raptor_error: str | None = None
         self._raptor_uids: frozenset[str] = frozenset()
         self._token = uuid.uuid4().hex[:12]  # names this backend's files in a shared work_dir
+        self._node_sampler: PilotSampler | None = None  # on telemetry's first round
 
     # -- RADICAL-Pilot objects, for callers that need the native API (None until started) --
     @property
@@ -257,6 +259,23 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         if "cores" not in fields:
             return None
         return int(fields["cores"]), int(fields.get("gpus", 0))
+
+    async def sample_resources(self) -> list[dict[str, Any]]:
+        """One resource sample of each node of a SLURM pilot (for `rhapsody.telemetry`),
+        from a sampling step started on the first call (see `node_sampling`); none for other
+        pilots (a local pilot's node is the client's, which telemetry samples itself)."""
+        runtime = self._runtime
+        if runtime is None or self._closing:
+            return []
+        sampler = self._node_sampler
+        if sampler is None:
+            sandbox = runtime.pilot_sandbox()
+            directory = self._ensure_work_dir() / f"node-samples.{self._token}"
+            sampler = self._node_sampler = PilotSampler(sandbox, runtime.sid, directory)
+            why_not = await asyncio.to_thread(sampler.start)
+            if why_not is not None:
+                logger.info("%s: no resource samples of the pilot's nodes: %s", self.name, why_not)
+        return await asyncio.to_thread(sampler.read)
 
     def get_task_states_map(self) -> StateMapper:
         return StateMapper(self.backend_name, native=TASK_STATES)
@@ -310,6 +329,9 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             self._killer.cancel()  # closing the session stops every task
         if self._pilot_watch is not None:
             self._pilot_watch.cancel()
+        if self._node_sampler is not None:
+            await asyncio.to_thread(self._node_sampler.stop)
+            self._node_sampler = None
         await self._close_quietly(runtime)
         leftovers = await asyncio.to_thread(runtime.kill_leftovers)
         if leftovers:
@@ -502,6 +524,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
             return
         if result is None:
             attempt.executing = True
+            # no node yet: RADICAL-Pilot's agent publishes a task's slots with its end only
             attempt.ctx.started()
             return
         task = attempt.task

@@ -279,10 +279,14 @@ class Runtime:
             self._on_pilot(state, self.diagnostics())
 
     # -- diagnostics -----------------------------------------------------------------------------
+    def pilot_sandbox(self) -> str | None:
+        """The pilot's sandbox, where it is a local path (None before the pilot, or remote)."""
+        return _local_path(self.pilot.pilot_sandbox) if self.pilot is not None else None
+
     def diagnostics(self) -> str:
         """The tails of the bootstrap and agent logs, and the client's last launch error."""
         parts = []
-        sandbox = _local_path(self.pilot.pilot_sandbox) if self.pilot is not None else None
+        sandbox = self.pilot_sandbox()
         if sandbox:
             parts.append(f"pilot sandbox: {sandbox}")
             for name in ("bootstrap_0.out", "bootstrap_0.err", "agent_0.out", "agent_0.err"):
