@@ -18,11 +18,13 @@ import contextlib
 import functools
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -589,3 +591,56 @@ def _cmdline(proc: psutil.Process) -> list[str]:
 def _is_node_sampler(proc: psutil.Process) -> bool:
     """A sampler process (not srun, whose command line names it too)."""
     return _cmdline(proc)[1:3] == ["-m", "rhapsody.telemetry.node_sampler"]
+
+
+def test_the_sampling_step_is_one_overlapping_step_of_the_pilot_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rhapsody_radical.node_sampling import PilotSampler
+
+    sandbox, samples = tmp_path / "pilot", tmp_path / "work" / "samples"
+    (sandbox / "env").mkdir(parents=True)
+    assert PilotSampler(None, "rp.session.x", samples).start() == (
+        "the pilot is not a SLURM job whose sandbox this host can read"
+    )
+    (sandbox / "env" / "bs0_orig.env").write_text("HOME='/h'\n")  # a local pilot's
+    assert PilotSampler(str(sandbox), "rp.session.x", samples).start() == (
+        "the pilot is not a SLURM job whose sandbox this host can read"
+    )
+    (sandbox / "env" / "bs0_orig.env").write_text("SLURM_JOB_ID='42'\nSLURM_JOB_NUM_NODES=3\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    assert PilotSampler(str(sandbox), "rp.session.x", samples).start() == (
+        "no srun on this host's PATH"
+    )
+    # An srun that records how it was called and exits, as one whose nodes cannot see the
+    # directory would (each sampler exits at once)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text(
+        f'#!/bin/sh\necho "$@" > {tmp_path}/argv\n/usr/bin/env > {tmp_path}/env\necho gone >&2\n'
+    )
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("SLURM_NTASKS", "8")  # of a job this client runs in
+    monkeypatch.setenv("SLURM_CONF", "/etc/slurm/test.conf")
+    sampler = PilotSampler(str(sandbox), "rp.session.x", samples)
+    assert sampler.start() is None
+    with caplog.at_level(logging.WARNING, logger="rhapsody_radical.node_sampling"):
+        for _ in range(100):
+            if sampler.read() == [] and caplog.records:
+                break
+            time.sleep(0.1)
+    argv = (tmp_path / "argv").read_text().split()
+    assert argv[:6] == [
+        "--jobid=42", "--overlap", "--nodes=3", "--ntasks=3", "--ntasks-per-node=1",
+        "--job-name=rhapsody-node-sampler",
+    ]
+    assert argv[-5:-1] == ["rhapsody.telemetry.node_sampler", "--dir", str(samples), "--interval"]
+    lines = (tmp_path / "env").read_text().splitlines()
+    env = dict(line.split("=", 1) for line in lines if "=" in line)
+    assert env["RP_SESSION_ID"] == "rp.session.x" and env["SLURM_CONF"] == "/etc/slurm/test.conf"
+    assert "SLURM_NTASKS" not in env
+    [said] = [r.getMessage() for r in caplog.records]
+    assert said == (
+        f"the pilot's node sampling step ended (exit 0; is {samples} shared with the nodes?): gone"
+    )
+    sampler.stop()
+    assert not samples.exists()

@@ -61,3 +61,12 @@ def test_metric_is_documented(metric: str) -> None:
 )
 def test_event_field_is_documented(field: str) -> None:
     assert f"`{field}`" in DOC
+
+
+@pytest.mark.parametrize("option", ["--dir", "--interval"])
+def test_the_node_sampler_command_line_is_documented(option: str) -> None:
+    from rhapsody.telemetry import node_sampler
+
+    assert "python -m rhapsody.telemetry.node_sampler" in DOC and "`SampleFiles(DIR)" in DOC
+    assert f" {option} " in DOC
+    assert option in inspect.getsource(node_sampler.main)  # still an option of the program

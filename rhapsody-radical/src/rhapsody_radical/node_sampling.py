@@ -42,6 +42,7 @@ class PilotSampler:
         self._step: subprocess.Popen[bytes] | None = None
         self._errors: IO[bytes] | None = None
         self._ended_reported = False
+        self._any = False  # a row ever came back
 
     def start(self) -> str | None:
         """Start the step; None once started, else why it cannot be."""
@@ -90,15 +91,20 @@ class PilotSampler:
 
     def read(self) -> list[dict[str, Any]]:
         """The nodes' rows written since the previous read."""
+        rows = self._files.read()
+        self._any = self._any or bool(rows)
         step = self._step
         if step is not None and step.poll() is not None and not self._ended_reported:
             self._ended_reported = True
+            # a sampler that finds no directory exits at once
+            unshared = "" if self._any else f"; is {self.directory} shared with the nodes?"
             logger.warning(
-                "the pilot's node sampling step ended (exit %s): %s",
+                "the pilot's node sampling step ended (exit %s%s): %s",
                 step.returncode,
+                unshared,
                 _tail(self.directory / "srun.err") or "no error output",
             )
-        return self._files.read()
+        return rows
 
     def stop(self) -> None:
         """Stop the step (srun passes SIGTERM to every node's sampler) and remove the files."""
