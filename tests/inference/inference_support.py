@@ -26,7 +26,9 @@ def llama_processes() -> list[psutil.Process]:
     found = []
     for proc in psutil.Process().children(recursive=True):
         try:
-            if "llama_cpp.server" in " ".join(proc.cmdline()):
+            argv = proc.cmdline()
+            # llama-cpp-python's server, or llama.cpp's own binary
+            if "llama_cpp.server" in argv or (argv and argv[0].endswith("llama-server")):
                 found.append(proc)
         except psutil.Error:
             pass
