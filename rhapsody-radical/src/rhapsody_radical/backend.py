@@ -396,6 +396,16 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         sandbox = result.get("sandbox")  # local pilots only
         if sandbox and not task.is_function:
             await asyncio.to_thread(self._read_streams, outcome, Path(sandbox), uid)
+            if outcome.ok and not await asyncio.to_thread(_ran_to_its_end, Path(sandbox), uid):
+                where = result.get("node") or "its node"
+                outcome = Outcome.failure(
+                    f"its program did not run to its end on {where}: RADICAL-Pilot reported "
+                    "exit code 0, but the task's exec script never got past the program "
+                    "(killed with its node or job; mpirun exits 0 when it loses a node)",
+                    stdout=outcome.stdout,
+                    stderr=outcome.stderr,
+                    extra=outcome.extra,
+                )
         return outcome
 
     def _on_node(
@@ -639,6 +649,14 @@ async def _located(address: Path, ctx: ExecutionContext) -> None:
     while (where := await asyncio.to_thread(_read_address, address)) is None:  # noqa: ASYNC110
         await asyncio.sleep(_ADDRESS_POLL)
     ctx.service_address(where["host"], where["port"])
+
+
+def _ran_to_its_end(sandbox: Path, uid: str) -> bool:
+    """Whether the exec script of executable `uid` got past its program: it lists the files
+    the program made (`<uid>.ofiles`) right after the program ends, and only then. A launcher
+    can report success for a program that was killed (Open MPI's mpirun, when the node of its
+    daemon is lost, exits 0): such a task must not pass as DONE."""
+    return (sandbox / f"{uid}.ofiles").exists()
 
 
 def _read_address(address: Path) -> dict[str, Any] | None:
