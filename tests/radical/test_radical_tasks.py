@@ -349,3 +349,23 @@ async def test_a_local_pilot_gets_no_sampling_step(
         f"{radical_backend.name}: no resource samples of the pilot's nodes: "
         "the pilot is not a SLURM job whose sandbox this host can read"
     ]
+
+
+async def test_a_program_reported_done_that_did_not_run_to_its_end_fails(
+    radical_backend: RadicalExecutionBackend,
+) -> None:
+    # What a launcher that loses the program's node does (mpirun exits 0: see the lost-node
+    # test in tests/slurm): RADICAL-Pilot says DONE, but the exec script never got past the
+    # program, so it never listed the program's files (`<uid>.ofiles`). Here a helper the
+    # program leaves behind removes that list as soon as it appears.
+    hide = (
+        'f="$RP_TASK_SANDBOX/$RP_TASK_ID.ofiles"; '
+        '(i=0; while [ ! -e "$f" ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done; '
+        'rm -f "$f") >/dev/null 2>&1 </dev/null & echo ran'
+    )
+    task = {"uid": "x.vanished", "executable": "/bin/sh", "arguments": ["-c", hide]}
+    [error] = await run(radical_backend, task)
+    assert isinstance(error, TaskExecutionError)
+    assert task["state"] == FAILED
+    assert f"its program did not run to its end on {task['node']}" in str(error)
+    assert task["stdout"] == "ran\n"  # what it wrote is kept
