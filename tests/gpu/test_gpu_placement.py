@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from gpu_support import smi
 
 from rhapsody.backends.execution import ConcurrentExecutionBackend
 from rhapsody.resources import detect_gpus
@@ -46,20 +46,6 @@ def probe() -> dict[str, Any]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def smi(*query: str) -> list[str]:
-    """nvidia-smi's answer, one line per GPU; none where nvidia-smi is missing."""
-    smi_path = shutil.which("nvidia-smi")
-    if smi_path is None:
-        return []
-    out = subprocess.run(
-        [smi_path, f"--query-gpu={','.join(query)}", "--format=csv,noheader"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
 pytestmark = [pytest.mark.anyio, pytest.mark.skipif(not smi("index"), reason="no NVIDIA GPU")]

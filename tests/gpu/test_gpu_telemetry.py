@@ -7,29 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import shutil
-import subprocess
 
 import pytest
+from gpu_support import smi
 
 from rhapsody.session import Session
 from rhapsody.telemetry import ResourceUpdate
 from rhapsody.telemetry.resources import NodeSampler
-
-
-def smi(*query: str) -> list[list[str]]:
-    """nvidia-smi's answer, one row of fields per GPU; none where nvidia-smi is missing."""
-    path = shutil.which("nvidia-smi")
-    if path is None:
-        return []
-    out = subprocess.run(
-        [path, f"--query-gpu={','.join(query)}", "--format=csv,noheader,nounits"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return [[f.strip() for f in line.split(",")] for line in out.stdout.splitlines() if line]
-
 
 pytestmark = [
     pytest.mark.skipif(not smi("index"), reason="no NVIDIA GPU"),
@@ -45,7 +29,7 @@ def test_each_gpu_has_a_row_with_its_memory_use() -> None:
         rows = sampler.sample()
     finally:
         sampler.close()
-    gpus = smi("index", "memory.used", "memory.total")
+    gpus = [line.split(", ") for line in smi("index", "memory.used", "memory.total")]
     gpu_rows = [row for row in rows if row["gpu_id"] is not None]
     assert [row["gpu_id"] for row in gpu_rows] == [int(g[0]) for g in gpus]
     for row, (_, used, total) in zip(gpu_rows, gpus, strict=True):
@@ -70,5 +54,5 @@ def test_a_session_publishes_gpu_rows() -> None:
 
     updates = asyncio.run(go())
     gpu_ids = {u.gpu_id for u in updates if u.gpu_id is not None}
-    assert gpu_ids == {int(g[0]) for g in smi("index")}
+    assert gpu_ids == {int(index) for index in smi("index")}
     assert all(0 <= (u.gpu_memory_percent or 0) <= 100 for u in updates)

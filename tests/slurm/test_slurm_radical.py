@@ -321,14 +321,28 @@ MEETING = (
 )
 
 
+def meeting_tasks(
+    meeting: Path, count: int, then: str | None = None, **fields: Any
+) -> list[dict[str, Any]]:
+    """`count` MEETING tasks that meet in the new directory `meeting`, with `fields`; `then`:
+    a command each runs after the meeting, before it prints (it prints only if that passes)."""
+    meeting.mkdir()
+    script = MEETING.replace("-lt 6", f"-lt {count}")
+    if then is not None:
+        script = script.replace('echo "', f'{then} && echo "')
+    return [
+        {"executable": "/bin/sh", "arguments": ["-c", script, str(meeting)], **fields}
+        for _ in range(count)
+    ]
+
+
 @pytest.mark.slurm
 @needs_mpi
 async def test_a_pilot_submitted_through_sbatch_runs_tasks_on_every_node(
     slurm: Cluster, rp_env: dict[str, str], tmp_path: Path
 ) -> None:
     for attempt in (1, 2):
-        meeting = tmp_path / f"meeting.{attempt}"
-        meeting.mkdir()
+        tasks = meeting_tasks(tmp_path / f"meeting.{attempt}", 2 * len(NODES))
         sandbox = tmp_path / "no pilot yet"
         try:
             async with started(slurm, platform=VSLURM, nodes=len(NODES)) as backend:
@@ -336,10 +350,6 @@ async def test_a_pilot_submitted_through_sbatch_runs_tasks_on_every_node(
                 assert backend.pilot_fields["resource"] == "rhapsody.vslurm"
                 assert queued_jobs(slurm)[pilot_job(backend)] == "3 n[1-3]"  # one job, 3 nodes
                 with Listening(functools.partial(session_processes, sid)) as listening:
-                    tasks = [
-                        {"executable": "/bin/sh", "arguments": ["-c", MEETING, str(meeting)]}
-                        for _ in range(2 * len(NODES))
-                    ]
                     with anyio.fail_after(WAIT):
                         met = await asyncio.gather(*await backend.submit_tasks(tasks))
                     # 3 ranks of 2 cores: a whole node each
@@ -456,13 +466,8 @@ async def test_a_node_lost_mid_run_fails_every_task_of_the_pilot_saying_why(
     # task sent later, instead of waiting for an agent that is gone (a requeued job would have
     # come back as a new agent the client never hears of).
     meeting = tmp_path / "meeting"
-    meeting.mkdir()
-    # `&&`: a program whose sleep SLURM kills before its shell ends fails (it cannot pass)
-    long = MEETING.replace('echo "', 'sleep 600 && echo "')
-    tasks = [
-        {"executable": "/bin/sh", "arguments": ["-c", long, str(meeting)]}
-        for _ in range(2 * len(NODES))
-    ]
+    # a program whose sleep SLURM kills before its shell ends fails (it cannot pass)
+    tasks = meeting_tasks(meeting, 2 * len(NODES), then="sleep 600")
     try:
         async with started(slurm, platform=VSLURM, nodes=len(NODES)) as backend:
             sid, job = backend.session.uid, pilot_job(backend)
@@ -545,17 +550,7 @@ async def test_telemetry_samples_each_node_of_the_pilot_without_taking_a_core(
     from rhapsody.session import Session
     from rhapsody.telemetry import ResourceUpdate
 
-    meeting = tmp_path / "meeting"
-    meeting.mkdir()
-    whole_node = MEETING.replace("-lt 6", f"-lt {len(NODES)}")
-    tasks = [
-        {
-            "executable": "/bin/sh",
-            "arguments": ["-c", whole_node, str(meeting)],
-            "cores_per_rank": CPUS_PER_NODE,
-        }
-        for _ in NODES
-    ]
+    tasks = meeting_tasks(tmp_path / "meeting", len(NODES), cores_per_rank=CPUS_PER_NODE)
     work = tmp_path / "work"
     updates: list[ResourceUpdate] = []
     # srun launches: each task is a SLURM step of the job, beside the sampling step

@@ -395,17 +395,7 @@ class RadicalExecutionBackend(BaseExecutionBackend):
                 address.unlink(missing_ok=True)
         sandbox = result.get("sandbox")  # local pilots only
         if sandbox and not task.is_function:
-            await asyncio.to_thread(self._read_streams, outcome, Path(sandbox), uid)
-            if outcome.ok and not await asyncio.to_thread(_ran_to_its_end, Path(sandbox), uid):
-                where = result.get("node") or "its node"
-                outcome = Outcome.failure(
-                    f"its program did not run to its end on {where}: RADICAL-Pilot reported "
-                    "exit code 0, but the task's exec script never got past the program "
-                    "(killed with its node or job; mpirun exits 0 when it loses a node)",
-                    stdout=outcome.stdout,
-                    stderr=outcome.stderr,
-                    extra=outcome.extra,
-                )
+            outcome = await asyncio.to_thread(self._from_sandbox, outcome, result, uid)
         return outcome
 
     def _on_node(
@@ -618,6 +608,22 @@ class RadicalExecutionBackend(BaseExecutionBackend):
         atexit.unregister(runtime.kill_leftovers)
         if self._thread is not None:
             self._thread.stop()
+
+    def _from_sandbox(self, outcome: Outcome, result: dict[str, Any], uid: str) -> Outcome:
+        """An executable's outcome completed from its sandbox (local pilots only): its whole
+        streams, and a failure for a DONE whose program did not run to its end."""
+        sandbox = Path(result["sandbox"])
+        self._read_streams(outcome, sandbox, uid)
+        if not outcome.ok or _ran_to_its_end(sandbox, uid):
+            return outcome
+        return Outcome.failure(
+            f"its program did not run to its end on {result.get('node') or 'its node'}: "
+            "RADICAL-Pilot reported exit code 0, but the task's exec script never got past "
+            "the program (killed with its node or job; mpirun exits 0 when it loses a node)",
+            stdout=outcome.stdout,
+            stderr=outcome.stderr,
+            extra=outcome.extra,
+        )
 
     def _read_streams(self, outcome: Outcome, sandbox: Path, uid: str) -> None:
         """Replace RADICAL-Pilot's copies of the streams with their files (local pilots only):

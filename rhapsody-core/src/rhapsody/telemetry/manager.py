@@ -37,7 +37,7 @@ from rhapsody.states import (
 from rhapsody.task import dependency_uids
 from rhapsody.telemetry import attempts as at
 from rhapsody.telemetry import events as ev
-from rhapsody.telemetry.resources import NodeSampler
+from rhapsody.telemetry.resources import BYTE_FIELDS, NodeSampler
 from rhapsody.telemetry.ticker import Ticker
 
 if TYPE_CHECKING:
@@ -727,12 +727,7 @@ class TelemetryManager:
             self.samples.append(row)
             self.resource_latest[key] = row
             totals = self.resource_totals.setdefault(key, {})
-            for field in (
-                "disk_read_bytes",
-                "disk_write_bytes",
-                "net_sent_bytes",
-                "net_recv_bytes",
-            ):
+            for field in BYTE_FIELDS:
                 if row.get(field) is not None:
                     totals[field] = totals.get(field, 0.0) + row[field]
             if self._eventful:

@@ -23,9 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from rhapsody.telemetry.resources import NodeSampler
-
-_COUNTED = ("disk_read_bytes", "disk_write_bytes", "net_sent_bytes", "net_recv_bytes")
+from rhapsody.telemetry.resources import BYTE_FIELDS, NodeSampler
 
 
 def node_name() -> str:
@@ -44,7 +42,7 @@ def run(directory: Path, interval: float, stop: threading.Event) -> None:
             rows = sampler.sample()
             for row in rows:
                 counted = totals.setdefault((row["node_id"], row["gpu_id"]), {})
-                for field in _COUNTED:
+                for field in BYTE_FIELDS:
                     if field in row:
                         row[field] = counted[field] = counted.get(field, 0.0) + row[field]
             with contextlib.suppress(FileNotFoundError):  # the directory went meanwhile
@@ -79,7 +77,7 @@ class SampleFiles:
             self._seen[path.name] = version
             for row in written["rows"]:
                 before = self._counted.setdefault((row["node_id"], row["gpu_id"]), {})
-                for field in _COUNTED:
+                for field in BYTE_FIELDS:
                     if field in row:
                         total, previous = row[field], before.get(field, 0.0)
                         # a restarted sampler counts from zero again

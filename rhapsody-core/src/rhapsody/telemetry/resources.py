@@ -17,6 +17,9 @@ import psutil
 
 logger = logging.getLogger("rhapsody.telemetry")
 
+#: the fields of a node row that count bytes moved since the previous sample (summed over rows)
+BYTE_FIELDS = ("disk_read_bytes", "disk_write_bytes", "net_sent_bytes", "net_recv_bytes")
+
 
 class NodeSampler:
     """Samples one node; each `sample()` returns one dict for the node, then one per GPU.
