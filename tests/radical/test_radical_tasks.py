@@ -220,6 +220,17 @@ async def test_callbacks_run_on_the_event_loop_thread(
     assert all(on_loop for _, on_loop in seen)
 
 
+async def test_the_client_publishes_from_one_thread_at_a_time(
+    radical_backend: RadicalExecutionBackend,
+) -> None:
+    # RADICAL-Pilot's heartbeat thread and the backend's calls share publishers: unlocked, two
+    # sends at once abort the process inside libzmq (tests/radical/test_publisher_lock.py)
+    from radical.utils.zmq import pubsub
+
+    assert radical_backend.session is not None
+    assert getattr(pubsub.Publisher.put, "_rhapsody_locked", False)
+
+
 async def test_what_the_pilot_cannot_run_is_rejected_at_submit(
     radical_backend: RadicalExecutionBackend,
 ) -> None:

@@ -2,7 +2,8 @@
 
 Everything here blocks, so the backend runs it on one dedicated thread (`RPThread`). One thread
 also keeps RADICAL-Pilot's client objects from being used concurrently: its ZMQ publishers are
-not thread-safe. RADICAL-Pilot calls `on_task` / `on_pilot` from its own threads.
+not thread-safe (and RADICAL-Pilot's own threads publish too: `publisher_lock`). RADICAL-Pilot
+calls `on_task` / `on_pilot` from its own threads.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import radical.pilot as rp  # type: ignore[import-untyped]
 import radical.utils as ru  # type: ignore[import-untyped]
 
 from rhapsody.backends.execution._orphans import Watchdog, kill_process_later
-from rhapsody_radical import loopback, processes, user_config
+from rhapsody_radical import loopback, processes, publisher_lock, user_config
 from rhapsody_radical.states import FINAL
 
 T = TypeVar("T")
@@ -139,6 +140,7 @@ class Runtime:
         active within `timeout` seconds.
         """
         deadline = time.monotonic() + timeout
+        publisher_lock.install()
         # If this process dies without close() (SIGKILL), the agent would run on until its
         # heartbeat times out (ten minutes), and its tasks with it.
         self._watchdog = Watchdog()

@@ -1,0 +1,36 @@
+"""Keep radical.utils' ZMQ publishers to one sending thread at a time.
+
+`radical.utils.zmq.Publisher.put` sends on its ZMQ socket without a lock, and RADICAL-Pilot
+1.103 publishes on one publisher from several threads of a component: the pilot manager's
+heartbeat thread sends on the control channel every second while `submit_pilots` and
+`cancel_pilots` send on it from the caller's thread. A ZMQ socket is not thread-safe: two sends
+at once abort the whole process inside libzmq (``Assertion failed: check () (src/msg.cpp:387)``;
+two threads putting on one publisher abort it within a second, `tests/radical/
+test_publisher_lock.py`). The backend calls `install()` in its process before it creates a
+session; RADICAL-Pilot's own processes (bridges, agent) are not patched.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+_send = threading.Lock()  # publishes take microseconds and never block: one lock for all
+_install = threading.Lock()
+
+
+def install() -> None:
+    """Make every `radical.utils.zmq.Publisher.put` of this process hold one lock (idempotent)."""
+    from radical.utils.zmq import pubsub  # type: ignore[import-untyped]
+
+    with _install:
+        original = pubsub.Publisher.put
+        if getattr(original, "_rhapsody_locked", False):
+            return
+
+        def put(self: Any, topic: str, msg: Any) -> None:
+            with _send:
+                original(self, topic, msg)
+
+        put._rhapsody_locked = True  # type: ignore[attr-defined]
+        pubsub.Publisher.put = put

@@ -1,0 +1,73 @@
+"""`rhapsody_radical.publisher_lock`: radical.utils publishers shared between threads (no pilot
+needed). Each case runs in a fresh interpreter: without the lock, the run below aborts the
+interpreter inside libzmq (SIGABRT or SIGSEGV; 6 runs of 6 here, in under a second each)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip(
+    "radical.utils", reason="radical.utils is not installed: pip install rhapsody-radical"
+)
+
+import subprocess
+import sys
+from pathlib import Path
+
+# Two threads publish on one radical.utils Publisher at once, as RADICAL-Pilot's pilot manager
+# does (its heartbeat thread beside submit_pilots / cancel_pilots), to a subscriber that reads.
+SHARED_PUBLISHER = """
+import sys, threading, zmq
+import radical.utils as ru
+from radical.utils.zmq import pubsub
+from rhapsody_radical import publisher_lock
+publisher_lock.install()
+locked = pubsub.Publisher.put
+publisher_lock.install()  # a second backend in the process: the same lock, not a second
+assert pubsub.Publisher.put is locked
+ctx = zmq.Context.instance()
+for _ in range(5):
+    sub = ctx.socket(zmq.SUB)
+    port = sub.bind_to_random_port("tcp://127.0.0.1")
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    pub = ru.zmq.Publisher("control_pubsub", url=f"tcp://127.0.0.1:{port}", path=".")
+    done = threading.Event()
+    received = 0
+    def read():
+        global received
+        while not done.is_set():
+            if sub.poll(timeout=5):
+                sub.recv()
+                received += 1
+    reader = threading.Thread(target=read)
+    reader.start()
+    def publish():
+        for _ in range(20000):
+            pub.put("control_pubsub", {"cmd": "heartbeat"})
+    senders = [threading.Thread(target=publish) for _ in range(2)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    done.set()
+    reader.join()
+    sub.close(linger=0)
+    assert received > 0
+print("published", flush=True)
+"""
+
+
+def test_two_threads_publishing_on_one_publisher_do_not_crash_the_process(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SHARED_PUBLISHER],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip() == "published"
+
