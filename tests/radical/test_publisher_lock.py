@@ -10,21 +10,28 @@ pytest.importorskip(
     "radical.utils", reason="radical.utils is not installed: pip install rhapsody-radical"
 )
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+from rhapsody_radical.loopback import ENV
+
 # Two threads publish on one radical.utils Publisher at once, as RADICAL-Pilot's pilot manager
 # does (its heartbeat thread beside submit_pilots / cancel_pilots), to a subscriber that reads.
-SHARED_PUBLISHER = """
-import sys, threading, zmq
-import radical.utils as ru
+# The client installs the lock itself (twice here: a second backend in the process gets the same
+# lock); a local pilot's processes get it from the `.pth` hook, as radical.utils loads.
+BY_THE_CLIENT = """
 from radical.utils.zmq import pubsub
 from rhapsody_radical import publisher_lock
 publisher_lock.install()
 locked = pubsub.Publisher.put
-publisher_lock.install()  # a second backend in the process: the same lock, not a second
+publisher_lock.install()
 assert pubsub.Publisher.put is locked
+"""
+SHARED_PUBLISHER = """
+import sys, threading, zmq
+import radical.utils as ru
 ctx = zmq.Context.instance()
 for _ in range(5):
     sub = ctx.socket(zmq.SUB)
@@ -57,12 +64,16 @@ print("published", flush=True)
 """
 
 
+@pytest.mark.parametrize("locked_by", ["client", "hook"])
 def test_two_threads_publishing_on_one_publisher_do_not_crash_the_process(
-    tmp_path: Path,
+    tmp_path: Path, locked_by: str
 ) -> None:
+    client = locked_by == "client"
+    env = {k: v for k, v in os.environ.items() if k != ENV}
     done = subprocess.run(
-        [sys.executable, "-c", SHARED_PUBLISHER],
+        [sys.executable, "-c", (BY_THE_CLIENT if client else "") + SHARED_PUBLISHER],
         cwd=tmp_path,
+        env=env if client else {**env, ENV: "1"},
         capture_output=True,
         text=True,
         timeout=120,
@@ -70,4 +81,3 @@ def test_two_threads_publishing_on_one_publisher_do_not_crash_the_process(
     )
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert done.stdout.strip() == "published"
-

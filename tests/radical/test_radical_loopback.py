@@ -37,6 +37,7 @@ listening = [c.laddr.ip for c in psutil.Process().net_connections("inet")
 advertised = [str(pipe.url), str(queue.addr_put), str(pubsub.addr_pub), server.addr]
 server.stop(); queue.stop(); pubsub.stop()
 """
+LOCKED = "extra['locked'] = getattr(ru.zmq.pubsub.Publisher.put, '_rhapsody_locked', False)"
 REPORT = "print(json.dumps({'listening': listening, 'advertised': advertised, **extra}))"
 
 
@@ -63,15 +64,19 @@ def run(tmp_path: Path, prelude: str = "", epilogue: str = "", **env: str) -> di
 def test_radical_utils_alone_listens_on_every_interface(tmp_path: Path) -> None:
     # The reason for the module: when this fails, radical.utils binds where it advertises on
     # its own and the patch can go.
-    report = run(tmp_path, RADICAL_DEFAULT_IFACE="lo")
+    report = run(tmp_path, epilogue=LOCKED, RADICAL_DEFAULT_IFACE="lo")
     assert set(report["listening"]) == {"0.0.0.0"}, report
+    assert not report["locked"]  # nor does it make its publishers thread-safe
 
 
-def test_processes_inheriting_the_variable_bind_on_loopback(tmp_path: Path) -> None:
+def test_processes_inheriting_the_variable_bind_on_loopback_and_lock_their_publishers(
+    tmp_path: Path,
+) -> None:
     # as a pilot's bridges and agent: the variables come from the client's environment
-    report = run(tmp_path, **{ENV: "1", "RADICAL_DEFAULT_IFACE": "lo"})
+    report = run(tmp_path, epilogue=LOCKED, **{ENV: "1", "RADICAL_DEFAULT_IFACE": "lo"})
     assert set(report["listening"]) == {"127.0.0.1"}, report
     assert all(url.startswith("tcp://127.0.0.1:") for url in report["advertised"]), report
+    assert report["locked"]  # rhapsody_radical.publisher_lock, through the same hook
 
 
 def test_confine_patches_a_client_that_imported_radical_utils_before(tmp_path: Path) -> None:

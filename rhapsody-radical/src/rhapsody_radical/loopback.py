@@ -7,7 +7,9 @@ the agent and raptor). For a local pilot the backend calls `confine()`, which ad
 loopback interface and makes radical.utils bind each endpoint on the address it advertises:
 in this process at once, and in every Python process the pilot starts from this environment
 (bridges, agent, raptor master and workers) through ``rhapsody_radical_loopback.pth``, which
-calls `install()` at interpreter start-up when they inherit `ENV`.
+calls `install()` at interpreter start-up when they inherit `ENV`. The same hook makes their
+radical.utils publishers thread-safe (`rhapsody_radical.publisher_lock`), which the client
+does for itself.
 
 This module imports nothing but the standard library at load: the ``.pth`` hook runs it in
 every interpreter of this environment that inherits `ENV`, Python tasks included.
@@ -31,6 +33,8 @@ _IFACE = "RADICAL_DEFAULT_IFACE"
 _ANY = "tcp://*:"
 _UTILS = "radical.utils.zmq.utils"
 _SERVER = "radical.utils.zmq.server"
+_PUBSUB = "radical.utils.zmq.pubsub"
+_PATCHED = (_UTILS, _SERVER, _PUBSUB)
 
 
 _lock = threading.Lock()
@@ -79,9 +83,10 @@ def confine() -> Callable[[], None]:
 
 
 def install() -> None:
-    """Make radical.utils bind on the address it advertises instead of on every interface: now
-    for its modules already imported, at import for the others."""
-    for name in (_UTILS, _SERVER):
+    """Make radical.utils bind on the address it advertises instead of on every interface, and
+    its publishers thread-safe: now for its modules already imported, at import for the
+    others."""
+    for name in _PATCHED:
         module = sys.modules.get(name)
         if module is not None:
             _patch(module)
@@ -139,10 +144,18 @@ def _patch(module: types.ModuleType) -> None:
                 yield _advertised(url)
 
         module.Server._iterate_urls = _iterate_urls
+    elif module.__name__ == _PUBSUB and hasattr(getattr(module, "Publisher", None), "put"):
+        from rhapsody_radical import publisher_lock
+
+        publisher_lock.lock(module)
     else:
+        risk = (
+            "its publishers may abort the process"
+            if module.__name__ == _PUBSUB
+            else "its endpoints may listen beyond loopback"
+        )
         warnings.warn(
-            f"rhapsody_radical.loopback: {module.__name__} has changed; its endpoints may "
-            "listen beyond loopback",
+            f"rhapsody_radical.loopback: {module.__name__} has changed; {risk}",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -151,13 +164,13 @@ def _patch(module: types.ModuleType) -> None:
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Patch the two radical.utils modules right after they execute, before anyone imports
+    """Patch the three radical.utils modules right after they execute, before anyone imports
     a name from them."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in (_UTILS, _SERVER):
+        if fullname not in _PATCHED:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is not None and spec.loader is not None:

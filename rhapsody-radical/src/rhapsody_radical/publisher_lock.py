@@ -3,16 +3,22 @@
 `radical.utils.zmq.Publisher.put` sends on its ZMQ socket without a lock, and RADICAL-Pilot
 1.103 publishes on one publisher from several threads of a component: the pilot manager's
 heartbeat thread sends on the control channel every second while `submit_pilots` and
-`cancel_pilots` send on it from the caller's thread. A ZMQ socket is not thread-safe: two sends
-at once abort the whole process inside libzmq (``Assertion failed: check () (src/msg.cpp:387)``;
-two threads putting on one publisher abort it within a second, `tests/radical/
-test_publisher_lock.py`). The backend calls `install()` in its process before it creates a
-session; RADICAL-Pilot's own processes (bridges, agent) are not patched.
+`cancel_pilots` send on it from the caller's thread (and in a pilot's agent, the executor's
+work thread and its watcher thread both publish task states). A ZMQ socket is not thread-safe:
+two sends at once abort the whole process inside libzmq (``Assertion failed: check ()
+(src/msg.cpp:387)``; two threads putting on one publisher abort it within a second,
+`tests/radical/test_publisher_lock.py`). The backend calls `install()` in its process before it
+creates a session; the processes of a local pilot get `lock()` from the ``.pth`` hook of
+`rhapsody_radical.loopback` as radical.utils loads. Remote pilots' processes are not patched.
+
+Imports nothing but the standard library at load (the hook runs in every Python process of a
+local pilot).
 """
 
 from __future__ import annotations
 
 import threading
+import types
 from typing import Any
 
 _send = threading.Lock()  # publishes take microseconds and never block: one lock for all
@@ -23,6 +29,11 @@ def install() -> None:
     """Make every `radical.utils.zmq.Publisher.put` of this process hold one lock (idempotent)."""
     from radical.utils.zmq import pubsub  # type: ignore[import-untyped]
 
+    lock(pubsub)
+
+
+def lock(pubsub: types.ModuleType) -> None:
+    """Make `pubsub.Publisher.put` (of radical.utils.zmq.pubsub) hold one lock (idempotent)."""
     with _install:
         original = pubsub.Publisher.put
         if getattr(original, "_rhapsody_locked", False):
