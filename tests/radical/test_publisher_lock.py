@@ -13,8 +13,10 @@ pytest.importorskip(
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
+from rhapsody_radical import publisher_lock
 from rhapsody_radical.loopback import ENV
 
 # Two threads publish on one radical.utils Publisher at once, as RADICAL-Pilot's pilot manager
@@ -81,3 +83,10 @@ def test_two_threads_publishing_on_one_publisher_do_not_crash_the_process(
     )
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert done.stdout.strip() == "published"
+
+
+def test_a_radical_utils_without_publisher_put_is_left_alone_with_a_warning() -> None:
+    changed = types.ModuleType("radical.utils.zmq.pubsub")
+    with pytest.warns(RuntimeWarning, match="has changed .no Publisher.put."):
+        publisher_lock.lock(changed)
+    assert not hasattr(changed, "Publisher")

@@ -224,7 +224,9 @@ async def test_the_client_publishes_from_one_thread_at_a_time(
     radical_backend: RadicalExecutionBackend,
 ) -> None:
     # RADICAL-Pilot's heartbeat thread and the backend's calls share publishers: unlocked, two
-    # sends at once abort the process inside libzmq (tests/radical/test_publisher_lock.py)
+    # sends at once abort the process inside libzmq (tests/radical/test_publisher_lock.py).
+    # The backend locks them before its session; for this local pilot, confining it to
+    # loopback does too (the same idempotent lock).
     from radical.utils.zmq import pubsub
 
     assert radical_backend.session is not None

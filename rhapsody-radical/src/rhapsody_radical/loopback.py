@@ -125,7 +125,11 @@ class _AdvertisedBind:
 def _patch(module: types.ModuleType) -> None:
     if getattr(module, "_rhapsody_loopback", False):
         return
-    if module.__name__ == _UTILS and callable(getattr(module, "zmq_bind", None)):
+    if module.__name__ == _PUBSUB:  # no endpoint: publisher_lock warns if it has changed
+        from rhapsody_radical import publisher_lock
+
+        publisher_lock.lock(module)
+    elif module.__name__ == _UTILS and callable(getattr(module, "zmq_bind", None)):
         original_bind = module.zmq_bind
 
         def zmq_bind(sock: Any) -> Any:
@@ -144,18 +148,10 @@ def _patch(module: types.ModuleType) -> None:
                 yield _advertised(url)
 
         module.Server._iterate_urls = _iterate_urls
-    elif module.__name__ == _PUBSUB and hasattr(getattr(module, "Publisher", None), "put"):
-        from rhapsody_radical import publisher_lock
-
-        publisher_lock.lock(module)
     else:
-        risk = (
-            "its publishers may abort the process"
-            if module.__name__ == _PUBSUB
-            else "its endpoints may listen beyond loopback"
-        )
         warnings.warn(
-            f"rhapsody_radical.loopback: {module.__name__} has changed; {risk}",
+            f"rhapsody_radical.loopback: {module.__name__} has changed; its endpoints may "
+            "listen beyond loopback",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import types
+import warnings
 from typing import Any
 
 _send = threading.Lock()  # publishes take microseconds and never block: one lock for all
@@ -33,9 +34,18 @@ def install() -> None:
 
 
 def lock(pubsub: types.ModuleType) -> None:
-    """Make `pubsub.Publisher.put` (of radical.utils.zmq.pubsub) hold one lock (idempotent)."""
+    """Make `pubsub.Publisher.put` (of radical.utils.zmq.pubsub) hold one lock (idempotent);
+    warn, leaving it as it is, where radical.utils has no such method any more."""
     with _install:
-        original = pubsub.Publisher.put
+        original = getattr(getattr(pubsub, "Publisher", None), "put", None)
+        if original is None:
+            warnings.warn(
+                f"rhapsody_radical.publisher_lock: {pubsub.__name__} has changed (no "
+                "Publisher.put); its publishers may abort the process",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
         if getattr(original, "_rhapsody_locked", False):
             return
 
